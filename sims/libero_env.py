@@ -1,0 +1,285 @@
+"""LIBERO adapter behind :class:`sims.types.Env` (offline ``rpent-libero`` on robosuite 1.5.2).
+
+Layouts (fixed for every LIBERO suite):
+
+- action ``(7,)``: OSC delta pose ``[dx, dy, dz, dax, day, daz]`` in [-1, 1] (robosuite scales to 5 cm
+  and 0.5 rad per step, robot-base frame), then gripper: -1 open, +1 close.
+- proprio ``(9,)`` float32: ``gripper_qpos (2) | eef_pos (3) | eef_quat (4, xyzw)``.
+- object_state ``(7 * (n_objects + n_fixtures) + n_joints,)`` float32: for every BDDL object then every
+  fixture, in BDDL document order, ``pos (3) | quat (4, xyzw)``; then the value of every articulated
+  fixture joint (drawers, doors, knobs) in MuJoCo order. :meth:`LiberoEnv.object_state_layout` names
+  the slices.
+- images: ``{"agentview", "eye_in_hand"} -> (H, W, 3)`` uint8, upright, rendered only on request.
+
+Episodes: ``reset`` loads LIBERO's fixed init state, then runs ``settle_steps`` no-op steps (gripper
+open; not counted). ``step`` reports ``done`` at the first success or at the suite's step limit
+(220/280/300/520, libero_90 400).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sims.libero_runtime import (
+    LIBERO_CAMERAS,
+    LIBERO_MAX_STEPS,
+    LIBERO_SUITES,
+    init_states,
+    num_tasks,
+    prepare_libero,
+    task_info,
+)
+from sims.scene import BodyState, GeomIndex, SceneSnapshot, SiteState, parse_goal
+from sims.types import Observation, StepResult, TaskSpec
+
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+
+
+class LiberoEnv:
+    """One reusable LIBERO environment for one suite (rebuilds the scene only when the task changes).
+
+    Args:
+        suite: ``libero_spatial``, ``libero_object``, ``libero_goal``, ``libero_10`` or ``libero_90``.
+        image_size: rendered camera images are ``(image_size, image_size, 3)``.
+        settle_steps: no-op steps after loading the init state (not counted in the step limit).
+        max_steps: override of the suite's step limit.
+    """
+
+    camera_names: tuple[str, ...] = tuple(LIBERO_CAMERAS)
+    action_dim: int = 7
+    proprio_dim: int = 9
+
+    def __init__(
+        self, suite: str, image_size: int = 128, *, settle_steps: int = 10, max_steps: int | None = None
+    ) -> None:
+        if suite not in LIBERO_MAX_STEPS:
+            raise ValueError(f"unknown LIBERO suite {suite!r}; valid: {', '.join(LIBERO_SUITES)}")
+        if image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.suite = suite
+        self.image_size = int(image_size)
+        self.settle_steps = int(settle_steps)
+        self.max_steps = int(max_steps) if max_steps is not None else LIBERO_MAX_STEPS[suite]
+        self._env: Any = None
+        self._task_id: int | None = None
+        self._geoms: GeomIndex | None = None
+        self._names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        self._joint_qpos: list[tuple[str, int]] = []
+        self._steps = 0
+        self._done = True
+        self._success = False
+        self.episode_index = 0  # increments on every reset (the expert uses it to restart its plan)
+        self.last_reset_s = 0.0
+
+    # ----------------------------------------------------------------- task info
+    @property
+    def num_tasks(self) -> int:
+        return num_tasks(self.suite)
+
+    @property
+    def task_id(self) -> int | None:
+        return self._task_id
+
+    def task_spec(self, task_id: int) -> TaskSpec:
+        info = task_info(self.suite, task_id)
+        return TaskSpec(
+            suite=self.suite,
+            task_id=task_id,
+            instruction=info.instruction,
+            max_steps=self.max_steps,
+            num_init_states=int(init_states(self.suite, task_id).shape[0]),
+        )
+
+    # ----------------------------------------------------------------- episode API
+    def reset(self, task_id: int, init_state_index: int, seed: int) -> Observation:
+        """Load init state ``init_state_index`` of ``task_id``, settle, and return the first observation."""
+        t0 = time.perf_counter()
+        states = init_states(self.suite, task_id)
+        if not 0 <= init_state_index < states.shape[0]:
+            raise ValueError(f"init_state_index {init_state_index} out of range ({states.shape[0]} states)")
+        if self._env is None or self._task_id != task_id:
+            self._build(task_id)
+        env = self._env
+        env.env.rng = np.random.default_rng(seed)  # robosuite 1.5 samplers; init state overrides placement
+        with contextlib.redirect_stdout(io.StringIO()):
+            env.reset()
+            env.set_init_state(states[init_state_index])
+        for _ in range(self.settle_steps):
+            env.step(NOOP_ACTION)
+        self._steps, self._done, self._success = 0, False, False
+        self.episode_index += 1
+        self.last_reset_s = time.perf_counter() - t0
+        return self._observation(render=True)
+
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+        """Apply one ``(7,)`` action; cameras are rendered only if ``render``.
+
+        Returns:
+            StepResult with ``done`` at first success or at the step limit; ``info`` has ``t`` and
+            ``truncated``.
+        """
+        if self._env is None or self._done:
+            raise RuntimeError("episode is over (or never started): call reset() first")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (self.action_dim,):
+            raise ValueError(f"action must have shape ({self.action_dim},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action has non-finite values: {action}")
+        self._env.step(np.clip(action, -1.0, 1.0))
+        self._steps += 1
+        self._success = bool(self._env.check_success())
+        truncated = not self._success and self._steps >= self.max_steps
+        self._done = self._success or truncated
+        obs = self._observation(render=render)
+        return StepResult(obs, self._done, self._success, {"t": self._steps, "truncated": truncated})
+
+    def render(self) -> dict[str, np.ndarray]:
+        """Render every camera now: ``name -> (H, W, 3)`` uint8, upright."""
+        if self._env is None:
+            raise RuntimeError("no scene built yet: call reset() first")
+        sim, s = self._env.sim, self.image_size
+        return {
+            name: np.ascontiguousarray(sim.render(camera_name=cam, width=s, height=s)[::-1])
+            for name, cam in LIBERO_CAMERAS.items()
+        }
+
+    def close(self) -> None:
+        if self._env is not None:
+            with contextlib.suppress(Exception):
+                self._env.close()
+        self._env, self._task_id, self._geoms = None, None, None
+
+    def __enter__(self) -> LiberoEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- privileged state
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def proprio(self) -> np.ndarray:
+        """``(9,)`` float32: gripper_qpos (2), eef_pos (3), eef_quat (4, xyzw)."""
+        snap = self._robot()
+        return np.concatenate([snap[2], snap[0], snap[1]]).astype(np.float32)
+
+    def object_state_layout(self) -> dict[str, slice]:
+        """Names of the ``object_state`` slices: ``"<body>"`` -> 7 floats, ``"joint:<name>"`` -> 1 float."""
+        out: dict[str, slice] = {}
+        i = 0
+        for name in self._names[0] + self._names[1]:
+            out[name] = slice(i, i + 7)
+            i += 7
+        for jname, _ in self._joint_qpos:
+            out[f"joint:{jname}"] = slice(i, i + 1)
+            i += 1
+        return out
+
+    def object_state(self) -> np.ndarray:
+        """Flat float32 object state (layout in the module docstring / :meth:`object_state_layout`)."""
+        inner, data = self._env.env, self._env.sim.data
+        parts = []
+        for name in self._names[0] + self._names[1]:
+            bid = inner.obj_body_id[name]
+            parts.append(np.asarray(data.body_xpos[bid]))
+            parts.append(_wxyz_to_xyzw(np.asarray(data.body_xquat[bid])))
+        parts.append(np.array([data.qpos[a] for _, a in self._joint_qpos], dtype=np.float64))
+        return np.concatenate(parts).astype(np.float32)
+
+    def snapshot(self) -> SceneSnapshot:
+        """Privileged :class:`SceneSnapshot` of the current state (for the scripted expert)."""
+        if self._env is None or self._geoms is None:
+            raise RuntimeError("no scene built yet: call reset() first")
+        inner, sim = self._env.env, self._env.sim
+        data = sim.data
+        bodies: dict[str, BodyState] = {}
+        for name in self._names[0] + self._names[1]:
+            bid = inner.obj_body_id[name]
+            lo, hi = self._geoms.aabb(data, self._geoms.geoms[name])
+            parts = {p: self._geoms.aabb(data, ids) for p, ids in self._geoms.parts[name].items()}
+            bodies[name] = BodyState(
+                np.array(data.body_xpos[bid]), _wxyz_to_xyzw(np.array(data.body_xquat[bid])), lo, hi, parts
+            )
+        sites: dict[str, SiteState] = {}
+        for name, site in inner.object_sites_dict.items():
+            size = np.asarray(site.size if site.size is not None else np.zeros(3), dtype=np.float64)
+            sites[name] = SiteState(
+                np.array(data.get_site_xpos(name)), np.array(data.get_site_xmat(name)), size, site.parent_name
+            )
+        eef_pos, eef_quat, grip = self._robot(site_quat=True)
+        base_id = sim.model.body_name2id(inner.robots[0].robot_model.root_body)
+        return SceneSnapshot(
+            objects={n: bodies[n] for n in self._names[0]},
+            fixtures={n: bodies[n] for n in self._names[1]},
+            sites=sites,
+            joints={j: float(data.qpos[a]) for j, a in self._joint_qpos},
+            eef_pos=eef_pos,
+            eef_quat=eef_quat,
+            gripper_qpos=grip,
+            goal=parse_goal(inner.parsed_problem["goal_state"]),
+            base_pos=np.array(data.body_xpos[base_id]),
+        )
+
+    # ----------------------------------------------------------------- internals
+    def _build(self, task_id: int) -> None:
+        self.close()
+        prepare_libero()
+        from libero.libero.envs.env_wrapper import ControlEnv  # heavy; after the fixes
+
+        info = task_info(self.suite, task_id)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._env = ControlEnv(
+                bddl_file_name=info.bddl_path,
+                use_camera_obs=False,  # cameras off; render() on demand
+                has_offscreen_renderer=True,
+                camera_heights=self.image_size,
+                camera_widths=self.image_size,
+                hard_reset=False,  # reuse the compiled model across episodes (reset in ~20 ms)
+                horizon=self.settle_steps + self.max_steps + 50,
+            )
+        self._task_id = task_id
+        inner = self._env.env
+        self._names = (tuple(inner.objects_dict), tuple(inner.fixtures_dict))
+        model = self._env.sim.model
+        roots = {n: inner.obj_body_id[n] for n in self._names[0] + self._names[1]}
+        self._geoms = GeomIndex(model, roots)
+        self._joint_qpos = []
+        for name in self._names[1]:
+            for joint in getattr(inner.get_object(name), "joints", None) or []:
+                jid = model.joint_name2id(joint)
+                self._joint_qpos.append((joint, int(model.jnt_qposadr[jid])))
+
+    def _robot(self, site_quat: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(eef_pos (3,), eef_quat (4,) xyzw, gripper_qpos (2,)) read from the sim.
+
+        ``eef_quat`` is the hand *body* orientation like robosuite's ``robot0_eef_quat`` observation (and
+        LIBERO's datasets); ``site_quat=True`` gives the control-site orientation the OSC controller uses.
+        """
+        robot = self._env.env.robots[0]
+        data = self._env.sim.data
+        pos = np.array(data.site_xpos[robot.eef_site_id["right"]])
+        if site_quat:
+            from robosuite.utils.transform_utils import mat2quat
+
+            quat = np.asarray(mat2quat(np.array(data.site_xmat[robot.eef_site_id["right"]]).reshape(3, 3)))
+        else:
+            bid = self._env.sim.model.body_name2id(robot.robot_model.eef_name["right"])
+            quat = _wxyz_to_xyzw(np.array(data.body_xquat[bid]))
+        grip = np.array([data.qpos[i] for i in robot._ref_gripper_joint_pos_indexes["right"]])
+        return pos, quat, grip
+
+    def _observation(self, render: bool) -> Observation:
+        images: Mapping[str, np.ndarray] = self.render() if render else {}
+        return Observation(images=images, proprio=self.proprio(), object_state=self.object_state())
+
+
+def _wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
+    return np.array([q[1], q[2], q[3], q[0]], dtype=np.float64)
