@@ -1,0 +1,31 @@
+"""The ``flywheel`` command line (typer). One module per command; heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import typer
+
+from flywheel.cli import config_cmd
+from flywheel.cli.doctor_cmd import doctor
+from flywheel.cli.ingest_cmd import ingest
+from flywheel.cli.query_cmd import query, report
+
+app = typer.Typer(
+    name="flywheel",
+    help="Cosmos Policy data-and-experience flywheel: lake, training, rollouts, planning, MLflow, Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.command()(doctor)
+app.command()(ingest)
+app.command()(query)
+app.command()(report)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Typed, validated configuration with profiles (``smoke``, ``cpu``, ``paper``).
+
+Resolution order (later wins): profile defaults -> YAML file (``--config``) -> dotted overrides
+(``--set train.steps=100``). Unknown keys and bad values raise :class:`ConfigError` naming them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A bad profile, key or value; the message names it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+
+
+class SimConfig(_Section):
+    suites: list[str] = Field(default_factory=lambda: ["libero_object"])
+    tasks: list[int] | None = None  # None = every task of the suite
+    image_size: int = Field(64, ge=16, le=512)
+
+    @field_validator("suites")
+    @classmethod
+    def _known_suites(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not (s.startswith("libero_") or s.startswith("robocasa_"))]
+        if bad or not v:
+            raise ValueError(f"unknown suite(s) {bad or v}; expected libero_* or robocasa_* names")
+        return v
+
+
+class DemoConfig(_Section):
+    per_task: int = Field(5, ge=1)
+    image_every: int = Field(4, ge=1)  # render cameras every k-th step of a demo
+
+
+class ModelConfig(_Section):
+    preset: Literal["tiny", "2b"] = "tiny"
+    weights_path: Path | None = None  # local diffusers-format folder with Cosmos-Predict2 weights
+    vae_path: Path | None = None  # local AutoencoderKLWan folder; None = fast deterministic stand-in
+    t5_path: Path | None = None  # local T5 encoder; None = fixed per-task embeddings
+    chunk_size: int = Field(16, ge=1)
+    gamma: float = Field(0.99, gt=0, le=1)
+
+
+class TrainConfig(_Section):
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    num_workers: int = Field(1, ge=1)  # Ray Train workers
+    policy_fraction: float = Field(0.5, ge=0, le=1)
+    checkpoint_every: int = Field(100, ge=1)
+
+
+class RefineConfig(_Section):
+    steps: int = Field(100, ge=0)
+    rollout_fraction: float = Field(0.9, ge=0, le=1)  # the 90/10 split
+
+
+class RolloutConfig(_Section):
+    episodes_per_task: int = Field(2, ge=1)
+    num_workers: int = Field(2, ge=1)
+    expert_noise_share: float = Field(0.5, ge=0, le=1)  # behaviour mix: share of noisy-expert episodes
+    expert_noise_std: float = Field(0.3, ge=0)
+    max_episode_retries: int = Field(2, ge=0)
+
+
+class EvalConfig(_Section):
+    episodes_per_task: int = Field(2, ge=1)
+    planning: bool = True
+    num_candidates: int = Field(8, ge=1)
+    world_model_samples: int = Field(3, ge=1)
+    value_samples: int = Field(5, ge=1)
+    sampler_steps: int = Field(5, ge=1)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = None  # None = sqlite:///$FLYWHEEL_HOME/mlflow/mlflow.db
+    experiment: str = "cosmos-policy-flywheel"
+    model_name: str = "cosmos-policy"
+
+
+class RayConfig(_Section):
+    address: str | None = None  # None = $RAY_ADDRESS or a local instance
+    num_cpus: int | None = None
+
+
+class FlywheelConfig(_Section):
+    profile: str = "cpu"
+    seed: int = 0
+    sim: SimConfig = Field(default_factory=SimConfig)
+    demos: DemoConfig = Field(default_factory=DemoConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Tests: minutes on 2 cores.
+    "smoke": {
+        "sim": {"suites": ["libero_object"], "tasks": [0], "image_size": 32},
+        "demos": {"per_task": 2, "image_every": 8},
+        "train": {"steps": 5, "batch_size": 4, "checkpoint_every": 5},
+        "refine": {"steps": 3},
+        "rollout": {"episodes_per_task": 2, "num_workers": 1},
+        "eval": {"episodes_per_task": 1, "num_candidates": 2, "world_model_samples": 1, "value_samples": 2},
+    },
+    # A meaningful cycle on a 2-core CPU (tens of minutes).
+    "cpu": {
+        "sim": {"suites": ["libero_object"], "tasks": [0, 1], "image_size": 64},
+        "demos": {"per_task": 10, "image_every": 4},
+        "train": {"steps": 300, "batch_size": 16},
+        "refine": {"steps": 150},
+        "rollout": {"episodes_per_task": 4, "num_workers": 2},
+        "eval": {"episodes_per_task": 4},
+    },
+    # The paper's settings (GPU cluster): 2B model, 224px, 50 trials per task.
+    "paper": {
+        "sim": {"suites": list(LIBERO_SUITES), "image_size": 224},
+        "demos": {"per_task": 50, "image_every": 1},
+        "model": {"preset": "2b"},
+        "train": {"steps": 40000, "batch_size": 1920, "num_workers": 64, "checkpoint_every": 1000},
+        "refine": {"steps": 10000},
+        "rollout": {"episodes_per_task": 50, "num_workers": 64},
+        "eval": {"episodes_per_task": 50},
+    },
+}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+    return key.strip().split("."), value
+
+
+def load_config(profile: str = "cpu", path: str | Path | None = None, overrides: list[str] | None = None) -> FlywheelConfig:
+    """Resolve a config from a profile, an optional YAML file and dotted ``key=value`` overrides."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    data: dict[str, Any] = _deep_merge({"profile": profile}, PROFILES[profile])
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at top level")
+        loaded.pop("profile", None)
+        data = _deep_merge(data, loaded)
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k} is not a section")
+        node[keys[-1]] = value
+    try:
+        return FlywheelConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        msg = "unknown config key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{msg}: {loc} (got {json.dumps(first.get('input'), default=str)})") from exc

@@ -1,0 +1,100 @@
+"""Normalisation statistics (per-dimension min/max/mean/std over demonstrations) and Wilson intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from storage_schemas.keys import Source, Table
+from storage_schemas.layout import TMP_SUFFIX, LakeLayout
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    min: list[float]
+    max: list[float]
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> FeatureStats:
+        x = np.asarray(x, dtype=np.float64)
+        return cls(x.min(0).tolist(), x.max(0).tolist(), x.mean(0).tolist(), x.std(0).tolist())
+
+
+@dataclass(frozen=True)
+class SuiteStats:
+    """Statistics of one suite's demonstrations, stored at ``meta/stats/<suite>.json``."""
+
+    suite: str
+    num_episodes: int
+    num_steps: int
+    action: FeatureStats
+    proprio: FeatureStats
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SuiteStats:
+        d = json.loads(text)
+        return cls(d["suite"], d["num_episodes"], d["num_steps"], FeatureStats(**d["action"]), FeatureStats(**d["proprio"]))
+
+
+def _stack(column) -> np.ndarray:
+    flat = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    values = flat.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(flat), -1)
+
+
+def compute_suite_stats(layout: LakeLayout, suite: str) -> SuiteStats:
+    """Compute statistics over every demo step of ``suite`` in the lake and store them.
+
+    Raises:
+        ValueError: when the lake holds no demonstrations of ``suite``.
+    """
+    steps_dir = layout.table_dir(Table.STEPS)
+    if not steps_dir.exists():
+        raise ValueError(f"the lake has no steps yet (looked in {steps_dir})")
+    dataset = ds.dataset(steps_dir, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    flt = (ds.field("source") == str(Source.DEMO)) & (ds.field("suite") == suite)
+    table = dataset.to_table(columns=["episode_id", "proprio", "action"], filter=flt)
+    if table.num_rows == 0:
+        raise ValueError(f"no demonstrations of suite {suite!r} in the lake")
+    stats = SuiteStats(
+        suite=suite,
+        num_episodes=len(set(table.column("episode_id").to_pylist())),
+        num_steps=table.num_rows,
+        action=FeatureStats.of(_stack(table.column("action"))),
+        proprio=FeatureStats.of(_stack(table.column("proprio"))),
+    )
+    path = layout.stats_path(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    tmp.write_text(stats.to_json())
+    os.replace(tmp, path)
+    return stats
+
+
+def load_suite_stats(layout: LakeLayout, suite: str) -> SuiteStats:
+    path = layout.stats_path(suite)
+    if not path.exists():
+        raise FileNotFoundError(f"no normalisation statistics for suite {suite!r} ({path}); ingest demos first")
+    return SuiteStats.from_json(path.read_text())
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); (0, 1) for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
