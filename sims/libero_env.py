@@ -205,9 +205,10 @@ class LiberoEnv:
             bid = inner.obj_body_id[name]
             lo, hi = self._geoms.aabb(data, self._geoms.geoms[name])
             parts = {p: self._geoms.aabb(data, ids) for p, ids in self._geoms.parts[name].items()}
-            bodies[name] = BodyState(
-                np.array(data.body_xpos[bid]), _wxyz_to_xyzw(np.array(data.body_xquat[bid])), lo, hi, parts
-            )
+            pos, mat = np.array(data.body_xpos[bid]), np.array(data.body_xmat[bid]).reshape(3, 3)
+            llo, lhi = self._geoms.aabb(data, self._geoms.geoms[name], frame=(pos, mat))
+            quat = _wxyz_to_xyzw(np.array(data.body_xquat[bid]))
+            bodies[name] = BodyState(pos, quat, lo, hi, parts, mat, llo, lhi)
         sites: dict[str, SiteState] = {}
         for name, site in inner.object_sites_dict.items():
             size = np.asarray(site.size if site.size is not None else np.zeros(3), dtype=np.float64)

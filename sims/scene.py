@@ -23,6 +23,8 @@ class BodyState:
         quat: ``(4,)`` root body orientation, xyzw.
         lo / hi: ``(3,)`` world axis-aligned bounding box of the collision geoms (whole articulated body).
         parts: per child body with collision geoms, ``name -> (lo (3,), hi (3,))`` world AABB (fixtures).
+        mat: ``(3, 3)`` root body rotation (columns = body axes in world).
+        local_lo / local_hi: ``(3,)`` AABB of the collision geoms in the root body frame (an oriented box).
     """
 
     pos: np.ndarray
@@ -30,6 +32,9 @@ class BodyState:
     lo: np.ndarray
     hi: np.ndarray
     parts: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    mat: np.ndarray = field(default_factory=lambda: np.eye(3))
+    local_lo: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    local_hi: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     @property
     def center(self) -> np.ndarray:
@@ -114,14 +119,24 @@ class GeomIndex:
                     parts[str(model.body(b).name)] = pid
             self.parts[name] = parts
 
-    def aabb(self, data: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World AABB ``(lo (3,), hi (3,))`` of the geoms ``ids`` (from MuJoCo's local geom AABBs)."""
+    def aabb(
+        self, data: Any, ids: np.ndarray, frame: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """AABB ``(lo (3,), hi (3,))`` of the geoms ``ids`` (from MuJoCo's local geom AABBs).
+
+        Args:
+            frame: ``(origin (3,), rotation (3, 3))``; the box is axis-aligned in that frame (world if None).
+        """
         if ids.size == 0:
             z = np.zeros(3)
             return z, z
         local = np.asarray(self._model.geom_aabb)[ids]  # (G, 6): center(3), half-size(3) in geom frame
         rot = np.asarray(data.geom_xmat)[ids].reshape(-1, 3, 3)
         pos = np.asarray(data.geom_xpos)[ids]
+        if frame is not None:
+            origin, frot = frame
+            rot = np.einsum("ji,gjk->gik", frot, rot)
+            pos = (pos - origin) @ frot
         center = pos + np.einsum("gij,gj->gi", rot, local[:, :3])
         half = np.einsum("gij,gj->gi", np.abs(rot), local[:, 3:])
         return (center - half).min(axis=0), (center + half).max(axis=0)
