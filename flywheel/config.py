@@ -6,6 +6,7 @@ Resolution order (later wins): profile defaults -> YAML file (``--config``) -> d
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -168,7 +169,7 @@ def load_config(profile: str = "cpu", path: str | Path | None = None, overrides:
     """Resolve a config from a profile, an optional YAML file and dotted ``key=value`` overrides."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    data: dict[str, Any] = _deep_merge({"profile": profile}, PROFILES[profile])
+    data: dict[str, Any] = _deep_merge({"profile": profile}, copy.deepcopy(PROFILES[profile]))
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -55,7 +55,7 @@ SUCCESS_BY_TASK = f"""
 SELECT source, suite, task_id, iteration, planning, n, n_success,
        round(n_success::DOUBLE / n, 4) AS success_rate,
        round({_LO}, 4) AS ci95_low, round({_HI}, 4) AS ci95_high
-FROM (SELECT source, suite, task_id, iteration, planning, count(*) AS n, count_if(success) AS n_success
+FROM (SELECT source, suite, task_id, iteration, planning, count(*)::BIGINT AS n, count_if(success)::BIGINT AS n_success
       FROM episodes GROUP BY ALL)
 ORDER BY source, suite, task_id, iteration, planning
 """

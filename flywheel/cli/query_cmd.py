@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from typing import Annotated
 
 import pyarrow as pa
@@ -13,9 +14,17 @@ from rich.table import Table as RichTable
 from flywheel.cli.common import HomeOpt, UserError, console, handle_errors, setup
 
 
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
 def print_table(table: pa.Table, fmt: str = "table", title: str | None = None) -> None:
     if fmt == "json":
-        sys.stdout.write(json.dumps(table.to_pylist(), default=str) + "\n")
+        sys.stdout.write(json.dumps(table.to_pylist(), default=_json_default) + "\n")
     elif fmt == "csv":
         import pyarrow.csv as pacsv
 

@@ -1,0 +1,74 @@
+"""The ``flywheel`` CLI end to end (in-process): help, bad input exit codes and one-line errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flywheel.cli.app import app
+from tests.fixtures.datasets import make_hdf5
+
+runner = CliRunner()
+
+COMMANDS = [[], ["config"], ["config", "show"], ["doctor"], ["ingest"], ["query"], ["report"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def _error_line(res):
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error:"), res.output
+    return lines[-1]
+
+
+def test_ingest_query_report_flow(home, tmp_path):
+    f = make_hdf5(tmp_path / "a.hdf5", [6, 8])
+    res = runner.invoke(app, ["ingest", str(f), "--profile", "smoke"])
+    assert res.exit_code == 0, res.output
+    assert "episodes: 2" in res.output and "steps: 14" in res.output
+    res = runner.invoke(app, ["query", "select count(*) as n, sum(length) as steps from episodes", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == [{"n": 2, "steps": 14}]
+    res = runner.invoke(app, ["query", "select suite from episodes limit 1", "-f", "csv"])
+    assert res.output.splitlines() == ['"suite"', '"libero_object"']
+    res = runner.invoke(app, ["report", "--format", "json"])
+    assert res.exit_code == 0 and "Wilson" in res.output
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["ingest", "/definitely/missing"], "no such file"),
+    (["query", "SELEC nonsense"], "SQL failed"),
+    (["query", "select 1", "--format", "xml"], "--format"),
+    (["config", "show", "--profile", "huge"], "unknown profile 'huge'"),
+    (["config", "show", "--set", "train.nope=1"], "unknown config key: train.nope"),
+])
+def test_bad_input_one_line_nonzero(home, argv, needle):
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 2, res.output
+    assert needle in _error_line(res)
+
+
+def test_ingest_bad_sources(home, tmp_path):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    res = runner.invoke(app, ["ingest", str(junk)])
+    assert res.exit_code == 2 and "neither a LeRobot" in _error_line(res)
+    res = runner.invoke(app, ["ingest", str(make_hdf5(tmp_path / "n.hdf5", [4], with_actions=False))])
+    assert res.exit_code == 2 and "no 'actions'" in _error_line(res)
+    assert runner.invoke(app, ["ingest", str(make_hdf5(tmp_path / "a.hdf5", [4]))]).exit_code == 0
+    res = runner.invoke(app, ["ingest", str(make_hdf5(tmp_path / "b.hdf5", [4], action_dim=6, seed=2))])
+    assert res.exit_code == 2 and "action_dim=6" in _error_line(res)
+    res = runner.invoke(app, ["query", "select count(*) as n from episodes", "-f", "json"])
+    assert json.loads(res.output) == [{"n": 1}]
+
+
+def test_doctor_fast_checks(home):
+    res = runner.invoke(app, ["doctor", "--skip", "ray,prefect,mlflow"])
+    assert res.exit_code == 0, res.output
+    for name in ("imports", "mujoco-egl", "libero-assets", "lake"):
+        assert f"ok   {name}" in res.output

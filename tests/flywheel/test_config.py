@@ -1,0 +1,40 @@
+import pytest
+
+from flywheel.config import PROFILES, ConfigError, load_config
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_profiles_resolve(profile):
+    cfg = load_config(profile)
+    assert cfg.profile == profile
+
+
+def test_paper_profile_is_paper_scale():
+    cfg = load_config("paper")
+    assert cfg.model.preset == "2b" and cfg.train.batch_size == 1920 and cfg.sim.image_size == 224
+    assert cfg.eval.num_candidates == 8 and cfg.eval.world_model_samples == 3 and cfg.eval.value_samples == 5
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  steps: 11\n  lr: 0.5\nsim:\n  image_size: 48\n")
+    cfg = load_config("smoke", f, ["train.steps=12", "sim.tasks=[1,2]"])
+    assert (cfg.train.steps, cfg.train.lr, cfg.sim.image_size, cfg.sim.tasks) == (12, 0.5, 48, [1, 2])
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (("nope",), "unknown profile 'nope'"),
+    (("cpu", None, ["train.stepz=3"]), "unknown config key: train.stepz"),
+    (("cpu", None, ["bogus.key=3"]), "unknown config key: bogus"),
+    (("cpu", None, ["train.steps=0"]), "train.steps"),
+    (("cpu", None, ["noequals"]), "section.key=value"),
+    (("cpu", "/does/not/exist.yaml"), "does not exist"),
+])
+def test_bad_config_is_one_clear_error(args, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(*args)
+
+
+def test_overrides_do_not_leak_into_profiles():
+    load_config("cpu", None, ["train.steps=3"])
+    assert load_config("cpu").train.steps == PROFILES["cpu"]["train"]["steps"] != 3

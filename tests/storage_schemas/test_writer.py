@@ -1,0 +1,140 @@
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from storage_schemas import EpisodeData, EpisodeMeta, LakeError, LakeWriter, rollout_episode_id
+from storage_schemas.records import decode_png, encode_png
+from storage_schemas.stats import wilson_interval
+from storage_schemas.views import connect, run_reports
+
+
+def make_episode(i: int, T: int = 12, success: bool = True, suite: str = "libero_object", adim: int = 7,
+                 source: str = "rollout", iteration: int = 1, images: bool = True) -> EpisodeData:
+    rng = np.random.default_rng(i)
+    meta = EpisodeMeta(episode_id=rollout_episode_id(source, iteration, suite, i % 3, i, 0), source=source, suite=suite,
+                       task_id=i % 3, instruction=f"task {i % 3}", dataset_id="test", iteration=iteration, success=success)
+    imgs = {"agentview": {0: rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), T - 1: rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)}} if images else {}
+    return EpisodeData(meta, rng.standard_normal((T, 9)), rng.standard_normal((T, adim)), imgs)
+
+
+def counts(writer):
+    con = connect(writer.layout)
+    return con.sql("select count(*) from episodes").fetchall()[0][0], con.sql("select count(*) from steps").fetchall()[0][0]
+
+
+def test_write_and_read_back_exact(tmp_path):
+    w = LakeWriter(tmp_path)
+    eps = [make_episode(i, T=5 + i) for i in range(4)]
+    w.write_episodes(eps)
+    con = connect(w.layout)
+    assert counts(w) == (4, sum(5 + i for i in range(4)))
+    row = con.sql(f"select proprio, action, value_target, done, reward, images from steps where episode_id='{eps[2].meta.episode_id}' order by t").fetchall()
+    np.testing.assert_allclose(np.array([r[0] for r in row]), eps[2].proprio, rtol=0, atol=0)
+    np.testing.assert_allclose(np.array([r[1] for r in row]), eps[2].actions, rtol=0, atol=0)
+    assert [r[3] for r in row] == [False] * 6 + [True]
+    assert row[-1][4] == 1.0 and row[-1][2] == 1.0
+    assert row[0][2] == pytest.approx(0.99 ** 6)
+    first_img = dict(row[0][5])["agentview"]
+    np.testing.assert_array_equal(decode_png(first_img), eps[2].images["agentview"][0])
+    assert row[1][5] is None
+
+
+def test_rewrite_is_idempotent_and_replaces(tmp_path):
+    w = LakeWriter(tmp_path)
+    eps = [make_episode(i) for i in range(6)]
+    w.write_episodes(eps)
+    report = w.write_episodes(eps[2:4])  # same ids again, smaller batch
+    assert report.replaced == 2
+    assert counts(w) == (6, 6 * 12)
+    changed = make_episode(3, T=20)
+    w.write_episodes([changed])
+    assert counts(w) == (6, 5 * 12 + 20)
+    con = connect(w.layout)
+    assert con.sql("select count(distinct episode_id) from steps").fetchall()[0][0] == 6
+
+
+def test_failure_value_targets_and_partitions(tmp_path):
+    w = LakeWriter(tmp_path)
+    w.write_episodes([make_episode(0, success=False), make_episode(1, suite="libero_goal", iteration=2)])
+    con = connect(w.layout)
+    assert con.sql("select max(value_target) from steps where episode_id in (select episode_id from episodes where not success)").fetchall()[0][0] == 0.0
+    parts = {p.relative_to(tmp_path).parts[:4] for p in w.layout.parts("episodes")}
+    assert ("episodes", "source=rollout", "iteration=1", "suite=libero_object") in parts
+    assert ("episodes", "source=rollout", "iteration=2", "suite=libero_goal") in parts
+
+
+def test_dimension_mismatch_is_refused_and_nothing_written(tmp_path):
+    w = LakeWriter(tmp_path)
+    w.write_episodes([make_episode(0)])
+    before = sorted(os.listdir(w.layout.partition_dir("episodes", {"source": "rollout", "iteration": 1, "suite": "libero_object"})))
+    with pytest.raises(LakeError, match="action_dim=8"):
+        w.write_episodes([make_episode(5), make_episode(6, adim=8)])
+    assert counts(w) == (1, 12)
+    after = sorted(os.listdir(w.layout.partition_dir("episodes", {"source": "rollout", "iteration": 1, "suite": "libero_object"})))
+    assert before == after
+
+
+def test_crash_after_journal_rolls_forward(tmp_path):
+    w = LakeWriter(tmp_path)
+    w.write_episodes([make_episode(i) for i in range(3)])
+    # Simulate a crash in the middle of a replacement commit: temp files + journal exist, renames not done.
+    ep = make_episode(1, T=30)
+    w._apply = lambda ops: (w.layout.journal_dir.mkdir(parents=True, exist_ok=True),
+                            (w.layout.journal_dir / "crash.json").write_text(json.dumps(ops)))
+    w.write_episodes([ep])
+    assert counts(w) == (3, 36)  # nothing visible yet
+    LakeWriter(tmp_path)  # next writer recovers
+    assert counts(w) == (3, 24 + 30)
+    assert not list(w.layout.journal_dir.glob("*.json"))
+
+
+def test_compact_merges_parts_without_changing_rows(tmp_path):
+    w = LakeWriter(tmp_path)
+    for i in range(5):
+        w.write_episodes([make_episode(i)])
+    assert len(w.layout.parts("episodes")) == 5
+    assert w.compact() == 1
+    assert len(w.layout.parts("episodes")) == 1 and len(w.layout.parts("steps")) == 1
+    assert counts(w) == (5, 60)
+    w.write_episodes([make_episode(2)])  # still idempotent after compaction
+    assert counts(w) == (5, 60)
+
+
+def test_schema_version_in_files(tmp_path):
+    w = LakeWriter(tmp_path)
+    w.write_episodes([make_episode(0)])
+    meta = pq.read_schema(w.layout.parts("steps")[0]).metadata
+    assert meta[b"flywheel.schema_version"] == b"1"
+
+
+def test_reports_wilson_matches_python(tmp_path):
+    w = LakeWriter(tmp_path)
+    w.write_episodes([make_episode(i, success=i % 3 != 0) for i in range(9)])
+    (rep, table), _ = run_reports(connect(w.layout))
+    rows = table.to_pylist()
+    assert sum(r["n"] for r in rows) == 9
+    for r in rows:
+        lo, hi = wilson_interval(r["n_success"], r["n"])
+        assert r["ci95_low"] == pytest.approx(lo, abs=1e-4) and r["ci95_high"] == pytest.approx(hi, abs=1e-4)
+
+
+def test_wilson_known_values():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_empty_lake_views_bind(tmp_path):
+    con = connect(LakeWriter(tmp_path).layout)
+    assert con.sql("select count(*) from episodes").fetchall()[0][0] == 0
+    assert "success" in [c[0] for c in con.sql("select * from episodes").description]
+
+
+def test_png_roundtrip():
+    img = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_png(encode_png(img)), img)
+    with pytest.raises(ValueError):
+        encode_png(img.astype(np.float32))
