@@ -149,7 +149,7 @@ class EpisodeData:
 
 def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType = pa.float32()) -> pa.Array:
     """Stack row blocks ``(T_i, D_i)`` into one list<float32> column without per-row Python work."""
-    rows = [a.reshape(len(a), -1) for a in arrays]
+    rows = [a.reshape(len(a), int(np.prod(a.shape[1:]))) for a in arrays]
     lengths = np.concatenate([np.full(len(r), r.shape[1], dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])

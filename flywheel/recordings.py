@@ -1,0 +1,53 @@
+"""Glue between the simulator's :class:`sims.demos.EpisodeRecording` and the lake's :class:`EpisodeData`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sims.demos import EpisodeRecording
+from storage_schemas import EpisodeData, EpisodeMeta, Source, rollout_episode_id
+
+
+@dataclass(frozen=True)
+class EpisodeRequest:
+    """One episode to simulate. Its id is deterministic, so a retried shard never duplicates."""
+
+    suite: str
+    task_id: int
+    init_state_index: int
+    seed: int
+    iteration: int = 0
+    source: Source = Source.ROLLOUT
+    policy: str = "expert"  # expert | noisy_expert | random | model
+    policy_version: str | None = None
+    planning: bool = False
+    image_every: int = 4
+
+    @property
+    def episode_id(self) -> str:
+        return rollout_episode_id(self.source, self.iteration, self.suite, self.task_id, self.init_state_index,
+                                  self.seed, self.policy)
+
+
+def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamma: float = 0.99) -> EpisodeData:
+    """Convert a recording to lake rows: sparse terminal reward, value targets, images at rendered steps.
+
+    The recording's image of the observation *after* the last action (index T) has no step row and is
+    dropped; step rows are the observations before each action, t in [0, T).
+    """
+    meta = EpisodeMeta(
+        episode_id=req.episode_id, source=req.source, suite=req.suite, task_id=req.task_id,
+        instruction=rec.task.instruction, dataset_id=dataset_id, iteration=req.iteration,
+        policy=rec.policy_name if req.policy != "model" else "model", policy_version=req.policy_version,
+        planning=req.planning, seed=req.seed, init_state_index=req.init_state_index,
+        success=bool(rec.success) and rec.error is None, wall_time_s=float(rec.wall_time_s), gamma=gamma,
+        error=rec.error,
+    )
+    # An episode that raised mid-step has one more observation than actions: keep the executed steps.
+    n = min(len(rec.actions), len(rec.proprio))
+    images = {cam: {int(t): frames[i] for i, t in enumerate(rec.image_steps) if t < n}
+              for cam, frames in rec.images.items() if len(frames)}
+    state = rec.object_state[:n] if rec.object_state is not None and len(rec.object_state) >= n else None
+    return EpisodeData(meta, np.asarray(rec.proprio)[:n], np.asarray(rec.actions)[:n], images, state)

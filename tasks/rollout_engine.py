@@ -1,0 +1,219 @@
+"""Ray-parallel rollout engine.
+
+Each :class:`EnvWorker` actor owns one simulator environment, built once and reused for every episode
+it runs, plus the behaviour policy when that policy is privileged or trivial (scripted expert, random)
+and must live beside the environment. Episodes are scheduled dynamically over the workers; every
+finished episode is handed back to the driver, which writes it to the lake at once (then compacts at
+the end), so a crash loses at most the episodes in flight.
+
+Faults: a worker that dies (MuJoCo abort, OOM kill, ``ray.kill``) is restarted by Ray (bounded
+``max_restarts``) and the episode it held is retried up to ``max_episode_retries`` times; if it
+still fails it is recorded as a failed episode with the error text. An episode that raises inside the
+simulator is recorded as failed with its traceback (never dropped). Episode ids are deterministic, so
+a retry overwrites, never duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flywheel.recordings import EpisodeRequest, to_episode
+from sims.demos import EpisodeRecording
+from sims.types import TaskSpec
+from storage_schemas import LakeWriter
+
+EnvFactory = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class BehaviourSpec:
+    """A policy built inside each worker (privileged expert, noisy expert, random)."""
+
+    kind: str = "expert"  # expert | noisy_expert | random
+    noise_std: float = 0.3
+    perturb_prob: float = 0.02
+    chunk_size: int = 16  # random policy chunk (the expert is closed-loop, K = 1)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("expert", "noisy_expert", "random"):
+            raise ValueError(f"unknown behaviour policy {self.kind!r}; expected expert, noisy_expert or random")
+
+
+class EnvWorker:
+    """Owns one environment (and an in-process behaviour policy); runs whole episodes."""
+
+    def __init__(self, env_factory: EnvFactory, behaviour: BehaviourSpec, worker_index: int = 0) -> None:
+        from flywheel.compat import set_default_env
+
+        set_default_env()
+        self.env = env_factory()
+        self.behaviour = behaviour
+        self.worker_index = worker_index
+        self.pid = os.getpid()
+        self.policy = self._make_policy(behaviour)
+
+    def _make_policy(self, b: BehaviourSpec):
+        if b.kind == "random":
+            from sims.random_policy import RandomPolicy
+
+            return RandomPolicy(self.env.action_dim, chunk_size=b.chunk_size)
+        from sims.expert.policy import NoiseConfig, ScriptedExpert
+
+        noise = NoiseConfig(action_noise=b.noise_std, perturb_prob=b.perturb_prob) if b.kind == "noisy_expert" else None
+        return ScriptedExpert([self.env], noise=noise, seed=self.worker_index)
+
+    def ping(self) -> tuple[int, int, int]:
+        """(pid, action_dim, proprio_dim)."""
+        return self.pid, int(self.env.action_dim), int(self.env.proprio_dim)
+
+    def run_episode(self, req: EpisodeRequest) -> EpisodeRecording:
+        from sims.demos import record_episode
+
+        if hasattr(self.policy, "reseed"):
+            self.policy.reseed(req.seed)
+        if hasattr(self.policy, "seed"):
+            self.policy.seed = req.seed
+        return record_episode(self.env, self.policy, req.task_id, req.init_state_index, req.seed,
+                              image_every=req.image_every)
+
+    def task_specs(self, task_ids: Sequence[int]) -> list[TaskSpec]:
+        return [self.env.task_spec(t) for t in task_ids]
+
+
+@dataclass
+class RolloutStats:
+    total: int
+    done: int = 0
+    successes: int = 0
+    errors: int = 0
+    retries: int = 0
+    worker_restarts: int = 0
+    env_steps: int = 0
+    wall_s: float = 0.0
+    per_task: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (suite, task) -> [n, success]
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.done if self.done else 0.0
+
+    def add(self, req: EpisodeRequest, success: bool, steps: int, error: str | None) -> None:
+        self.done += 1
+        self.successes += int(success)
+        self.errors += int(error is not None)
+        self.env_steps += steps
+        cell = self.per_task.setdefault((req.suite, req.task_id), [0, 0])
+        cell[0] += 1
+        cell[1] += int(success)
+
+
+def failed_recording(req: EpisodeRequest, spec: TaskSpec, error: str, action_dim: int, proprio_dim: int) -> EpisodeRecording:
+    """An episode that never produced a step (its worker kept dying): kept, as a failure with its error."""
+    return EpisodeRecording(task=spec, init_state_index=req.init_state_index, seed=req.seed,
+                            actions=np.zeros((0, action_dim), np.float32), proprio=np.zeros((0, proprio_dim), np.float32),
+                            object_state=None,
+                            image_steps=np.zeros(0, np.int64), images={}, success=False, length=0, wall_time_s=0.0,
+                            policy_name=req.policy, error=error)
+
+
+class RolloutEngine:
+    """Schedules episode requests over Ray env workers and streams finished episodes to the lake.
+
+    Args:
+        ray: the initialised ``ray`` module (see ``tasks.runtime.init_ray``).
+        env_factory: picklable zero-argument callable building one environment in a worker.
+        behaviour: the in-worker policy.
+        num_workers: environment actors (each reserves one CPU).
+        max_episode_retries: retries of an episode whose worker died.
+        max_restarts: Ray restarts per worker.
+    """
+
+    def __init__(self, ray, env_factory: EnvFactory, behaviour: BehaviourSpec, num_workers: int = 2,
+                 max_episode_retries: int = 2, max_restarts: int = 4, worker_cpus: float = 1.0) -> None:
+        self.ray = ray
+        remote_cls = ray.remote(num_cpus=worker_cpus, max_restarts=max_restarts, max_task_retries=0)(EnvWorker)
+        self.workers = [remote_cls.remote(env_factory, behaviour, i) for i in range(num_workers)]
+        self.max_episode_retries = max_episode_retries
+        self._specs: dict[tuple[str, int], TaskSpec] = {}
+        self._dims: tuple[int, int] | None = None
+
+    def wait_ready(self, timeout: float = 600) -> list[int]:
+        """Block until every worker built its environment; returns their pids."""
+        info = self.ray.get([w.ping.remote() for w in self.workers], timeout=timeout)
+        self._dims = info[0][1:]
+        return [i[0] for i in info]
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            self.ray.kill(w)
+        self.workers = []
+
+    def run(self, requests: Sequence[EpisodeRequest], writer: LakeWriter | None, dataset_id: str, gamma: float = 0.99,
+            on_episode: Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None] | None = None,
+            on_submit: Callable[[int, object], None] | None = None) -> RolloutStats:
+        """Run every request once (retrying worker deaths), writing each finished episode to ``writer``."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        ray = self.ray
+        if len(set(r.episode_id for r in requests)) != len(requests):
+            raise ValueError("duplicate episode requests (same iteration, suite, task, init state, seed, policy)")
+        stats = RolloutStats(total=len(requests))
+        t0 = time.perf_counter()
+        queue: deque[tuple[EpisodeRequest, int]] = deque((r, 0) for r in requests)
+        pending: dict[object, tuple[int, EpisodeRequest, int]] = {}
+        submitted = 0
+
+        def submit(worker_index: int) -> None:
+            nonlocal submitted
+            if not queue:
+                return
+            req, attempt = queue.popleft()
+            ref = self.workers[worker_index].run_episode.remote(req)
+            pending[ref] = (worker_index, req, attempt)
+            submitted += 1
+            if on_submit:
+                on_submit(submitted, self.workers[worker_index])
+
+        for i in range(len(self.workers)):
+            submit(i)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            worker_index, req, attempt = pending.pop(ref)
+            try:
+                rec = ray.get(ref)
+            except (RayActorError, RayTaskError) as exc:
+                stats.worker_restarts += isinstance(exc, RayActorError)
+                if attempt < self.max_episode_retries:
+                    stats.retries += 1
+                    queue.appendleft((req, attempt + 1))
+                    submit(worker_index)
+                    continue
+                if self._dims is None:
+                    self.wait_ready()
+                rec = failed_recording(req, self._spec(req), f"worker failed {attempt + 1} times: {type(exc).__name__}: "
+                                       f"{str(exc).splitlines()[0][:500]}", *self._dims)
+            if writer is not None:
+                writer.write_episodes([to_episode(rec, req, dataset_id, gamma)])
+            stats.add(req, bool(rec.success) and rec.error is None, rec.length, rec.error)
+            if on_episode:
+                on_episode(req, rec, stats)
+            submit(worker_index)
+        stats.wall_s = time.perf_counter() - t0
+        if writer is not None:
+            writer.compact()
+        return stats
+
+    def _spec(self, req: EpisodeRequest) -> TaskSpec:
+        key = (req.suite, req.task_id)
+        if key not in self._specs:
+            try:
+                self._specs[key] = self.ray.get(self.workers[0].task_specs.remote([req.task_id]), timeout=300)[0]
+            except Exception:  # noqa: BLE001 - the worker may be dead too: fall back to a bare spec
+                self._specs[key] = TaskSpec(req.suite, req.task_id, f"{req.suite} task {req.task_id}", 0, 0)
+        return self._specs[key]
