@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sims.demos import record_episode  # noqa: E402
-from sims.expert import ScriptedExpert, goal_supported  # noqa: E402
+from sims.expert import ScriptedExpert, snapshot_supported  # noqa: E402
 from sims.libero_env import LiberoEnv  # noqa: E402
 
 DEFAULT_SUITES = ("libero_object", "libero_spatial", "libero_goal", "libero_10")
@@ -45,8 +45,9 @@ def run_suite(suite: str, per_task: int, tasks: list[int] | None, stride: int) -
         for task_id in tasks if tasks is not None else range(env.num_tasks):
             spec = env.task_spec(task_id)
             env.reset(task_id, 0, 0)
-            goal = env.snapshot().goal
-            if not goal_supported(goal, set(env.snapshot().objects)):
+            snap = env.snapshot()
+            goal = snap.goal
+            if not snapshot_supported(snap):
                 per_task_out[str(task_id)] = {"supported": False, "instruction": spec.instruction}
                 print(f"{suite:15s} task {task_id}: unsupported  goal={goal}  ({spec.instruction})", flush=True)
                 continue

@@ -1,6 +1,6 @@
 """Privileged-state scripted expert for LIBERO (pick-and-place of every ``In``/``On`` goal predicate)."""
 
-from sims.expert.planner import UnsupportedGoalError, goal_supported, plan_skills
+from sims.expert.planner import UnsupportedGoalError, goal_supported, plan_skills, snapshot_supported
 from sims.expert.policy import NoiseConfig, PrivilegedEnv, ScriptedExpert
 
-__all__ = ["NoiseConfig", "PrivilegedEnv", "ScriptedExpert", "UnsupportedGoalError", "goal_supported", "plan_skills"]
+__all__ = ["NoiseConfig", "PrivilegedEnv", "ScriptedExpert", "UnsupportedGoalError", "goal_supported", "plan_skills", "snapshot_supported"]

@@ -19,6 +19,7 @@ from sims.scene import BodyState, SceneSnapshot
 
 MAX_GRASP_WIDTH = 0.072  # m; the Panda opens to ~8 cm
 FINGER_DEPTH = 0.025  # m below the top at which the fingertips close on tall objects
+RIM_DEPTH = 0.025  # m below the rim for rim grasps (pads straddle the wall)
 MAX_REACH = 0.72  # m from the robot base in xy; the arm locks straight near 0.76 m
 
 
@@ -74,10 +75,10 @@ def grasp_candidates(fp: Footprint, body: BodyState) -> list[tuple[np.ndarray, n
             out.append((np.array([*fp.center, z]), np.array([*fp.axes[k], 0.0]), width))
     if not out:  # too wide: rim grasp (bowls), radially, fingers across the wall
         radius = float(min(fp.half))
-        z = fp.z_hi - 0.012
+        z = fp.z_hi - min(RIM_DEPTH, 0.5 * fp.height)
         for ang in np.linspace(0, 2 * np.pi, 16, endpoint=False):
             d = np.array([np.cos(ang), np.sin(ang)])
-            out.append((np.array([*(fp.center + (radius - 0.012) * d), z]), np.array([*d, 0.0]), 0.02))
+            out.append((np.array([*(fp.center + (radius - 0.008) * d), z]), np.array([*d, 0.0]), 0.06))
     return out
 
 

@@ -6,8 +6,12 @@ from typing import Protocol
 
 import numpy as np
 
+from sims.expert.geometry import footprint
+from sims.expert.grasps import MAX_GRASP_WIDTH
 from sims.expert.pick_place import PickPlace, PlaceTarget
 from sims.scene import SceneSnapshot
+
+MIN_RIM_HEIGHT = 0.035  # m; flatter wide objects (plates) cannot be rim-grasped
 
 
 class Skill(Protocol):
@@ -36,7 +40,13 @@ def plan_skills(snap: SceneSnapshot) -> list[Skill]:
         head = pred[0]
         if head in ("in", "on") and len(pred) == 3 and pred[1] in snap.objects:
             obj, tgt = pred[1], pred[2]
+            fp = footprint(snap.objects[obj])
+            if 2 * float(min(fp.half)) > MAX_GRASP_WIDTH and fp.height < MIN_RIM_HEIGHT:
+                raise UnsupportedGoalError(f"{obj} is too wide and flat to grasp (needs a push skill): {pred}")
             if tgt in snap.sites:
+                parent = snap.sites[tgt].parent
+                if head == "in" and parent in snap.fixtures and _has_joints(snap, parent):
+                    raise UnsupportedGoalError(f"{tgt} is inside an articulated fixture (needs opening): {pred}")
                 target = PlaceTarget(tgt, "site", inside=head == "in")
             elif tgt in snap.objects or tgt in snap.fixtures:
                 target = PlaceTarget(tgt, "body", inside=head == "in")
@@ -48,8 +58,25 @@ def plan_skills(snap: SceneSnapshot) -> list[Skill]:
     return skills
 
 
+def _has_joints(snap: SceneSnapshot, fixture: str) -> bool:
+    return any(j.startswith(fixture) for j in snap.joints)
+
+
+def snapshot_supported(snap: SceneSnapshot) -> bool:
+    """Whether :func:`plan_skills` can plan the snapshot's goal."""
+    try:
+        plan_skills(snap)
+    except UnsupportedGoalError:
+        return False
+    return True
+
+
 def goal_supported(goal: tuple[tuple[str, ...], ...], objects: set[str] | None = None) -> bool:
-    """Whether every predicate of ``goal`` maps to a skill (optionally checking the moved object exists)."""
+    """Whether every predicate of ``goal`` is of a kind the expert handles (``In``/``On`` of a movable object).
+
+    This is a quick syntactic check; :func:`snapshot_supported` also checks geometry (graspability,
+    closed containers).
+    """
     for pred in goal:
         if pred[0] not in ("in", "on") or len(pred) != 3:
             return False
