@@ -96,6 +96,7 @@ class MlflowConfig(_Section):
 class RayConfig(_Section):
     address: str | None = None  # None = $RAY_ADDRESS or a local instance
     num_cpus: int | None = None
+    log_to_driver: bool = False  # worker stdout/stderr (simulator chatter) in the console; errors are recorded anyway
 
 
 class FlywheelConfig(_Section):

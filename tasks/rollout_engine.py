@@ -82,7 +82,10 @@ class EnvWorker:
         return record_episode(self.env, self.policy, req.task_id, req.init_state_index, req.seed,
                               image_every=req.image_every)
 
-    def task_specs(self, task_ids: Sequence[int]) -> list[TaskSpec]:
+    def task_specs(self, task_ids: Sequence[int] | None = None) -> list[TaskSpec]:
+        """Specs of ``task_ids`` (default: every task of the suite)."""
+        if task_ids is None:
+            task_ids = range(int(getattr(self.env, "num_tasks", 1)))
         return [self.env.task_spec(t) for t in task_ids]
 
 
@@ -155,8 +158,13 @@ class RolloutEngine:
 
     def run(self, requests: Sequence[EpisodeRequest], writer: LakeWriter | None, dataset_id: str, gamma: float = 0.99,
             on_episode: Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None] | None = None,
-            on_submit: Callable[[int, object], None] | None = None) -> RolloutStats:
-        """Run every request once (retrying worker deaths), writing each finished episode to ``writer``."""
+            on_submit: Callable[[int, object], None] | None = None,
+            keep: Callable[[EpisodeRecording], bool] | None = None) -> RolloutStats:
+        """Run every request once (retrying worker deaths), writing each finished episode to ``writer``.
+
+        ``keep`` filters what is written (e.g. only successful expert episodes become demos); every
+        episode is still counted in the returned stats.
+        """
         from ray.exceptions import RayActorError, RayTaskError
 
         ray = self.ray
@@ -198,7 +206,7 @@ class RolloutEngine:
                     self.wait_ready()
                 rec = failed_recording(req, self._spec(req), f"worker failed {attempt + 1} times: {type(exc).__name__}: "
                                        f"{str(exc).splitlines()[0][:500]}", *self._dims)
-            if writer is not None:
+            if writer is not None and (keep is None or keep(rec)):
                 writer.write_episodes([to_episode(rec, req, dataset_id, gamma)])
             stats.add(req, bool(rec.success) and rec.error is None, rec.length, rec.error)
             if on_episode:
@@ -208,6 +216,12 @@ class RolloutEngine:
         if writer is not None:
             writer.compact()
         return stats
+
+    def task_specs(self, task_ids: Sequence[int] | None = None) -> list[TaskSpec]:
+        specs = self.ray.get(self.workers[0].task_specs.remote(task_ids), timeout=600)
+        for s in specs:
+            self._specs[(s.suite, s.task_id)] = s
+        return specs
 
     def _spec(self, req: EpisodeRequest) -> TaskSpec:
         key = (req.suite, req.task_id)

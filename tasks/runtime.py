@@ -31,11 +31,11 @@ def init_ray(cfg: FlywheelConfig, ws: Workspace, num_cpus: int | None = None):
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": env_vars}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=cfg.ray.log_to_driver)
     else:
         ws.ray_temp.mkdir(parents=True, exist_ok=True)
         ray.init(num_cpus=num_cpus or cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False,
-                 _temp_dir=str(ws.ray_temp), runtime_env=runtime_env, log_to_driver=True,
+                 _temp_dir=str(ws.ray_temp), runtime_env=runtime_env, log_to_driver=cfg.ray.log_to_driver,
                  configure_logging=True, logging_level="warning")
     return ray
 

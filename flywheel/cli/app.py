@@ -8,6 +8,7 @@ from flywheel.cli import config_cmd
 from flywheel.cli.doctor_cmd import doctor
 from flywheel.cli.ingest_cmd import ingest
 from flywheel.cli.query_cmd import query, report
+from flywheel.cli.sim_cmds import demos_app, rollout
 
 app = typer.Typer(
     name="flywheel",
@@ -21,6 +22,8 @@ app.command()(doctor)
 app.command()(ingest)
 app.command()(query)
 app.command()(report)
+app.command()(rollout)
+app.add_typer(demos_app, name="demos")
 
 
 def main() -> None:

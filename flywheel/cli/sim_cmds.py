@@ -1,0 +1,108 @@
+"""``flywheel demos generate`` and ``flywheel rollout``: simulation on Ray, episodes streamed to the lake."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table as RichTable
+
+from flywheel.cli.common import ConfigOpt, HomeOpt, ProfileOpt, SetOpt, UserError, console, handle_errors, setup
+
+demos_app = typer.Typer(help="Scripted-expert demonstrations.", no_args_is_help=True)
+
+
+def _parse_tasks(tasks: str | None) -> list[int] | None:
+    if not tasks:
+        return None
+    try:
+        return [int(t) for t in tasks.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--tasks must be comma-separated integers (got {tasks!r})") from None
+
+
+def _run_with_progress(label: str, fn, **kwargs):
+    with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("success {task.fields[succ]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        bar = progress.add_task(label, total=None, succ="-")
+
+        def on_start(total: int) -> None:
+            progress.update(bar, total=total)
+
+        def on_episode(req, rec, stats) -> None:
+            progress.update(bar, completed=stats.done, succ=f"{stats.successes}/{stats.done} ({stats.success_rate:.0%})")
+
+        return fn(on_episode=on_episode, on_start=on_start, **kwargs)
+
+
+def _print_summary(summary, title: str) -> None:
+    table = RichTable(title=title)
+    rows = summary.table()
+    for col in (rows[0].keys() if rows else ["suite"]):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console.print(table)
+    console.print(f"{summary.episodes} episodes, {summary.successes} successes, {summary.errors} errors, "
+                  f"{summary.retries} retries, {summary.env_steps} env steps in {summary.wall_s:.1f}s; "
+                  f"{summary.written} written to the lake as source={summary.source}")
+
+
+def _check_suite(suite: str) -> None:
+    from sims.factory import valid_suites
+
+    if not (suite.startswith("libero_") or suite.startswith("robocasa_")):
+        raise UserError(f"unknown suite {suite!r}; valid suites: {', '.join(valid_suites())}")
+
+
+@demos_app.command("generate")
+@handle_errors
+def demos_generate(
+    suite: Annotated[str, typer.Option(help="Suite, e.g. libero_object.")] = "libero_object",
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids (default: profile's sim.tasks, else all).")] = None,
+    per_task: Annotated[int | None, typer.Option(help="Expert attempts per task (default: demos.per_task).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray env workers (default: rollout.num_workers).")] = None,
+    profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
+) -> None:
+    """Run the privileged scripted expert on Ray; successful episodes go to the lake as demos."""
+    from tasks.rollouts import generate_demos
+
+    _check_suite(suite)
+    cfg, ws = setup(profile, config, set_, home)
+    n = per_task or cfg.demos.per_task
+    if n < 1:
+        raise UserError("--per-task must be >= 1")
+    summary = _run_with_progress("demos", generate_demos, cfg=cfg, ws=ws, suite=suite, per_task=n,
+                                 task_ids=_parse_tasks(tasks) or cfg.sim.tasks, num_workers=workers)
+    _print_summary(summary, f"Scripted expert success per task ({suite})")
+
+
+@handle_errors
+def rollout(
+    policy: Annotated[str, typer.Option(help="expert | noisy-expert | random (model checkpoints: not yet).")] = "random",
+    suite: Annotated[str, typer.Option(help="Suite, e.g. libero_object or robocasa_fixture.")] = "libero_object",
+    episodes: Annotated[int, typer.Option(help="Episodes per task.")] = 2,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids (default: profile's sim.tasks, else all).")] = None,
+    iteration: Annotated[int, typer.Option(help="Flywheel iteration the episodes belong to.")] = 0,
+    planning: Annotated[bool, typer.Option(help="Best-of-N planning (model policies only).")] = False,
+    workers: Annotated[int | None, typer.Option(help="Ray env workers (default: rollout.num_workers).")] = None,
+    profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
+) -> None:
+    """Roll a policy out on Ray; every episode (sparse terminal reward, value targets) is written to the lake."""
+    from tasks.rollouts import BEHAVIOURS, run_rollouts
+
+    _check_suite(suite)
+    kind = policy.replace("-", "_")
+    if kind not in BEHAVIOURS:
+        raise UserError(f"--policy {policy!r}: the rollout engine runs expert, noisy-expert and random policies; "
+                        "model checkpoints are not supported yet")
+    if planning:
+        raise UserError("--planning needs a model policy")
+    if episodes < 1:
+        raise UserError("--episodes must be >= 1")
+    cfg, ws = setup(profile, config, set_, home)
+    summary = _run_with_progress("rollout", run_rollouts, cfg=cfg, ws=ws, suite=suite, policy=kind, episodes=episodes,
+                                 task_ids=_parse_tasks(tasks) or cfg.sim.tasks, iteration=iteration, num_workers=workers)
+    _print_summary(summary, f"Rollouts of {policy} on {suite} (iteration {iteration})")

@@ -1,0 +1,132 @@
+"""Rollout and demo-generation units of work (Ray inside), plus their Prefect task wrappers.
+
+The plain functions (``run_rollouts``, ``generate_demos``) are what the CLI calls; the Prefect tasks
+wrap them for flows (retries only on Ray start-up, never on a state-changing shard: episode ids are
+deterministic, so a re-run overwrites instead).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prefect import task
+
+from flywheel.config import FlywheelConfig
+from flywheel.recordings import EpisodeRequest
+from flywheel.workspace import Workspace
+from sims.demos import EpisodeRecording
+from sims.factory import make_env
+from storage_schemas import LakeWriter, Source
+from storage_schemas.stats import compute_suite_stats, wilson_interval
+from tasks.rollout_engine import BehaviourSpec, RolloutEngine, RolloutStats
+from tasks.runtime import init_ray
+
+BEHAVIOURS = ("expert", "noisy_expert", "random")
+ProgressFn = Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None]
+
+
+@dataclass
+class RolloutSummary:
+    suite: str
+    policy: str
+    source: str
+    iteration: int
+    episodes: int
+    successes: int
+    errors: int
+    retries: int
+    wall_s: float
+    env_steps: int
+    written: int
+    per_task: dict[int, tuple[int, int]] = field(default_factory=dict)  # task -> (episodes, successes)
+
+    def table(self) -> list[dict]:
+        rows = []
+        for task_id, (n, s) in sorted(self.per_task.items()):
+            lo, hi = wilson_interval(s, n)
+            rows.append({"suite": self.suite, "task_id": task_id, "episodes": n, "successes": s,
+                         "success_rate": round(s / n, 3) if n else 0.0, "ci95": f"[{lo:.2f}, {hi:.2f}]"})
+        return rows
+
+
+def build_requests(suite: str, task_ids: Sequence[int], episodes_per_task: int, *, iteration: int, source: Source,
+                   policy: str, seed: int, image_every: int, num_init_states: int = 50,
+                   init_offset: int = 0) -> list[EpisodeRequest]:
+    """Episode j of a task uses init state ``(init_offset + j) % num_init_states`` and seed ``seed + j``."""
+    return [EpisodeRequest(suite, t, (init_offset + j) % num_init_states, seed + j, iteration, source, policy,
+                           image_every=image_every)
+            for t in task_ids for j in range(episodes_per_task)]
+
+
+def _engine(cfg: FlywheelConfig, ws: Workspace, suite: str, behaviour: BehaviourSpec, num_workers: int) -> RolloutEngine:
+    ray = init_ray(cfg, ws)
+    factory = functools.partial(make_env, suite, cfg.sim.image_size)
+    engine = RolloutEngine(ray, factory, behaviour, num_workers=num_workers,
+                           max_episode_retries=cfg.rollout.max_episode_retries)
+    engine.wait_ready()
+    return engine
+
+
+def _summary(stats: RolloutStats, suite: str, policy: str, source: Source, iteration: int, written: int) -> RolloutSummary:
+    return RolloutSummary(suite, policy, str(source), iteration, stats.done, stats.successes, stats.errors, stats.retries,
+                          stats.wall_s, stats.env_steps, written,
+                          {t: (v[0], v[1]) for (_, t), v in stats.per_task.items()})
+
+
+def run_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, policy: str, episodes: int,
+                 task_ids: Sequence[int] | None = None, iteration: int = 0, source: Source = Source.ROLLOUT,
+                 num_workers: int | None = None, on_episode: ProgressFn | None = None,
+                 on_start: Callable[[int], None] | None = None) -> RolloutSummary:
+    """Run ``episodes`` episodes per task of ``suite`` with a behaviour policy and write them all to the lake."""
+    if policy not in BEHAVIOURS:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(BEHAVIOURS)}")
+    behaviour = BehaviourSpec(policy, noise_std=cfg.rollout.expert_noise_std, chunk_size=cfg.model.chunk_size)
+    engine = _engine(cfg, ws, suite, behaviour, num_workers or cfg.rollout.num_workers)
+    try:
+        specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
+        reqs = build_requests(suite, [s.task_id for s in specs], episodes, iteration=iteration, source=source, policy=policy,
+                              seed=cfg.seed + 1000 * iteration, image_every=cfg.demos.image_every,
+                              num_init_states=min(s.num_init_states for s in specs) or 1)
+        if on_start:
+            on_start(len(reqs))
+        stats = engine.run(reqs, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
+                           gamma=cfg.model.gamma, on_episode=on_episode)
+    finally:
+        engine.shutdown()
+    return _summary(stats, suite, policy, source, iteration, stats.done)
+
+
+def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int, task_ids: Sequence[int] | None = None,
+                   num_workers: int | None = None, on_episode: ProgressFn | None = None,
+                   on_start: Callable[[int], None] | None = None) -> RolloutSummary:
+    """Scripted-expert demonstrations: every attempt is counted, only successful episodes are written (as demos)."""
+    engine = _engine(cfg, ws, suite, BehaviourSpec("expert"), num_workers or cfg.rollout.num_workers)
+    written = 0
+
+    def keep(rec: EpisodeRecording) -> bool:
+        nonlocal written
+        ok = bool(rec.success) and rec.error is None
+        written += ok
+        return ok
+
+    try:
+        specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
+        reqs = build_requests(suite, [s.task_id for s in specs], per_task, iteration=0, source=Source.DEMO,
+                              policy="expert", seed=cfg.seed, image_every=cfg.demos.image_every,
+                              num_init_states=min(s.num_init_states for s in specs) or 1)
+        if on_start:
+            on_start(len(reqs))
+        stats = engine.run(reqs, LakeWriter(ws.lake), dataset_id=f"expert-demos-{suite}", gamma=cfg.model.gamma,
+                           on_episode=on_episode, keep=keep)
+    finally:
+        engine.shutdown()
+    if written:
+        compute_suite_stats(ws.lake, suite)
+    return _summary(stats, suite, "expert", Source.DEMO, 0, written)
+
+
+# Prefect tasks: thin wrappers. Ray start-up is the flaky edge; a shard re-run is idempotent by episode id.
+rollout_task = task(run_rollouts, name="rollouts", retries=1, retry_delay_seconds=10, persist_result=False)
+demos_task = task(generate_demos, name="expert-demos", retries=1, retry_delay_seconds=10, persist_result=False)
