@@ -88,7 +88,13 @@ def run_suite(suite: str, per_task: int, tasks: list[int] | None, stride: int) -
     lo, hi = wilson(k_tot, n_tot)
     rate = k_tot / n_tot if n_tot else 0.0
     print(f"{suite:15s} supported tasks: {k_tot}/{n_tot} = {100 * rate:.1f}%  (Wilson 95% {lo:.3f}-{hi:.3f})")
-    return {"success_rate": rate, "successes": k_tot, "episodes": n_tot, "wilson95": [lo, hi], "per_task": per_task_out}
+    return {
+        "success_rate": rate,
+        "successes": k_tot,
+        "episodes": n_tot,
+        "wilson95": [lo, hi],
+        "per_task": per_task_out,
+    }
 
 
 def main() -> None:

@@ -75,6 +75,7 @@ class LiberoEnv:
         self._done = True
         self._success = False
         self.episode_index = 0  # increments on every reset (the expert uses it to restart its plan)
+        self.last_reset_args: tuple[int, int, int] | None = None  # (task_id, init_state_index, seed)
         self.last_reset_s = 0.0
 
     # ----------------------------------------------------------------- task info
@@ -114,6 +115,7 @@ class LiberoEnv:
             env.step(NOOP_ACTION)
         self._steps, self._done, self._success = 0, False, False
         self.episode_index += 1
+        self.last_reset_args = (task_id, init_state_index, seed)
         self.last_reset_s = time.perf_counter() - t0
         return self._observation(render=True)
 

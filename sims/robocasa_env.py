@@ -101,7 +101,7 @@ class RoboCasaEnv:
         self.max_steps = int(max_steps)
         self.settle_steps = int(settle_steps)
         self.fixture_mode = suite == FIXTURE_SUITE
-        self.tasks: tuple[str, ...] = FIXTURE_TASKS if self.fixture_mode else (suite[len("robocasa_"):],)
+        self.tasks: tuple[str, ...] = FIXTURE_TASKS if self.fixture_mode else (suite[len("robocasa_") :],)
         self._cache_dir = cache_dir
         if not self.fixture_mode:
             self._check_stock_task(self.tasks[0])
@@ -137,7 +137,9 @@ class RoboCasaEnv:
         if not 0 <= task_id < len(self.tasks):
             raise ValueError(f"task_id {task_id} out of range for {self.suite} ({len(self.tasks)} tasks)")
         name = self.tasks[task_id]
-        text = self._instruction if (self._task_id == task_id and self._instruction) else _default_instruction(name)
+        text = (
+            self._instruction if (self._task_id == task_id and self._instruction) else _default_instruction(name)
+        )
         if self.fixture_mode and not text.startswith(FIXTURE_LABEL):
             text = FIXTURE_LABEL + text
         return TaskSpec(self.suite, task_id, text, self.max_steps, NUM_INIT_STATES)
@@ -174,13 +176,18 @@ class RoboCasaEnv:
         self._success = bool(self._env._check_success())
         truncated = not self._success and self._steps >= self.max_steps
         self._done = self._success or truncated
-        return StepResult(self._observation(render), self._done, self._success, {"t": self._steps, "truncated": truncated})
+        return StepResult(
+            self._observation(render), self._done, self._success, {"t": self._steps, "truncated": truncated}
+        )
 
     def render(self) -> dict[str, np.ndarray]:
         if self._env is None:
             raise RuntimeError("no scene built yet: call reset() first")
         sim, s = self._env.sim, self.image_size
-        return {n: np.ascontiguousarray(sim.render(camera_name=c, width=s, height=s)[::-1]) for n, c in ROBOCASA_CAMERAS.items()}
+        return {
+            n: np.ascontiguousarray(sim.render(camera_name=c, width=s, height=s)[::-1])
+            for n, c in ROBOCASA_CAMERAS.items()
+        }
 
     def close(self) -> None:
         if self._env is not None:

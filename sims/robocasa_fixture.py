@@ -27,14 +27,33 @@ FIXTURE_LAYOUT: dict[str, Any] = {
         "group_pos": [0.0, 0.0],
         "group_z_rot": 0.0,
         "bottom_row": [
-            {"name": "counter_1", "type": "counter", "pos": [1.0, -0.325, 0.46], "size": [1.6, 0.65, 0.92],
-             "hollow": [False, False]},
+            {
+                "name": "counter_1",
+                "type": "counter",
+                "pos": [1.0, -0.325, 0.46],
+                "size": [1.6, 0.65, 0.92],
+                "hollow": [False, False],
+            },
         ],
         "bottom_row_cabinets": [
-            {"name": "stack_1", "type": "stack", "pos": [0.6, -0.3, 0.47], "size": [0.6, 0.6, 0.84],
-             "levels": ["drawer", "drawer", "drawer"], "percentages": [0.33, 0.33, 0.34]},
-            {"name": "stack_2", "type": "stack", "size": [0.6, 0.6, 0.84], "levels": ["single_cabinet", "drawer"],
-             "percentages": [0.75, 0.25], "align_to": "stack_1", "alignment": "top_back", "side": "right"},
+            {
+                "name": "stack_1",
+                "type": "stack",
+                "pos": [0.6, -0.3, 0.47],
+                "size": [0.6, 0.6, 0.84],
+                "levels": ["drawer", "drawer", "drawer"],
+                "percentages": [0.33, 0.33, 0.34],
+            },
+            {
+                "name": "stack_2",
+                "type": "stack",
+                "size": [0.6, 0.6, 0.84],
+                "levels": ["single_cabinet", "drawer"],
+                "percentages": [0.75, 0.25],
+                "align_to": "stack_1",
+                "alignment": "top_back",
+                "side": "right",
+            },
         ],
         "top_row": [
             {"name": "cab_1", "type": "hinge_cabinet", "pos": [1.0, -0.2, 1.84], "size": [1.0, 0.4, 0.92]},
@@ -83,7 +102,7 @@ def _colour(name: str) -> tuple[int, int, int]:
     base = {"wood": (150, 110, 75), "metal": (170, 170, 175), "marble": (220, 220, 215), "black": (30, 30, 30)}
     for key, rgb in base.items():
         if key in name:
-            return tuple(int(np.clip(c + (v % 21) - 10, 0, 255)) for c, v in zip(rgb, h))  # type: ignore[return-value]
+            return tuple(int(np.clip(c + (v % 21) - 10, 0, 255)) for c, v in zip(rgb, h, strict=True))  # type: ignore[return-value]
     return tuple(int(140 + v % 80) for v in h)  # type: ignore[return-value]
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sims.expert.geometry import down_rotation, nearest_equivalent_yaw, orientation_error, quat_xyzw_to_mat, site_yaw
+from sims.expert.geometry import (
+    down_rotation,
+    nearest_equivalent_yaw,
+    orientation_error,
+    quat_xyzw_to_mat,
+    site_yaw,
+)
 from sims.scene import SceneSnapshot
 
 GRIP_OPEN = -1.0

@@ -93,7 +93,7 @@ class ScriptedExpert:
         envs: the environments, in the order ``act`` receives their observations.
         chunk_size: actions per ``act`` call (K); 1 keeps the controller closed-loop.
         noise: optional :class:`NoiseConfig` (behaviour policy for rollouts).
-        seed: base seed; each episode's noise stream is derived from (seed, slot, episode_index).
+        seed: base seed; each episode's noise stream is derived from (seed, task, init state, reset seed).
         name: recorded as the policy name of episodes it makes.
     """
 
@@ -146,7 +146,11 @@ class ScriptedExpert:
     def _slot(self, i: int, env: PrivilegedEnv, snap: SceneSnapshot) -> _Slot:
         slot = self._slots[i]
         if slot is None or self._episodes[i] != env.episode_index:
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, i, max(env.episode_index, 0)]))
+            # noise depends on (expert seed, episode reset args) when the env exposes them, so an episode
+            # replays identically wherever it runs; otherwise on (seed, slot, episode counter)
+            args = getattr(env, "last_reset_args", None)
+            key = [self.seed, *args] if args is not None else [self.seed, i, max(env.episode_index, 0)]
+            rng = np.random.default_rng(np.random.SeedSequence([abs(int(k)) for k in key]))
             slot = _Slot(snap, rng)
             self._slots[i], self._episodes[i] = slot, env.episode_index
         return slot

@@ -31,7 +31,9 @@ class LineEnv:
         return {c: np.full((4, 4, 3), v, np.uint8) for c in self.camera_names}
 
     def _obs(self, render: bool) -> Observation:
-        return Observation(self.render() if render else {}, np.array([self.x], np.float32), np.array([self.t], np.float32))
+        return Observation(
+            self.render() if render else {}, np.array([self.x], np.float32), np.array([self.t], np.float32)
+        )
 
     def reset(self, task_id: int, init_state_index: int, seed: int) -> Observation:
         self.x, self.t = 0.0, 0
