@@ -6,6 +6,7 @@ import typer
 
 from flywheel.cli import config_cmd
 from flywheel.cli.doctor_cmd import doctor
+from flywheel.cli.flow_cmds import collect
 from flywheel.cli.ingest_cmd import ingest
 from flywheel.cli.query_cmd import query, report
 from flywheel.cli.sim_cmds import demos_app, rollout
@@ -23,6 +24,7 @@ app.command()(ingest)
 app.command()(query)
 app.command()(report)
 app.command()(rollout)
+app.command()(collect)
 app.add_typer(demos_app, name="demos")
 
 
