@@ -1,0 +1,104 @@
+"""Rollout engine benchmark: overhead vs a bare environment loop, and 2-worker vs 1-worker scaling.
+
+Usage: ``python benchmarks/bench_rollouts.py [--quick] [--suite libero_object] [--expert-table]``.
+Same trivial policy (uniform random actions, 16-step chunks), same episodes (task, init state, seed),
+cameras off (``image_every=0``) so the figures measure the engine, not software rendering. Environment
+construction is excluded on both sides. The last stdout line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from flywheel.compat import set_default_env  # noqa: E402
+
+set_default_env()
+
+
+def bare_loop(env, requests, chunk_size: int = 16) -> tuple[int, float]:
+    """Steps and seconds of the plain loop: reset, then random chunks until done (what a worker does, minus Ray)."""
+    from sims.random_policy import RandomPolicy
+
+    policy = RandomPolicy(env.action_dim, chunk_size=chunk_size)
+    steps, t0 = 0, time.perf_counter()
+    for req in requests:
+        policy.reseed(req.seed)
+        obs = env.reset(req.task_id, req.init_state_index, req.seed)
+        done = False
+        while not done:
+            for action in policy.act([obs], [""])[0]:
+                res = env.step(action, render=False)
+                steps += 1
+                obs, done = res.observation, res.done
+                if done:
+                    break
+    return steps, time.perf_counter() - t0
+
+
+def engine_run(ray, suite: str, image_size: int, requests, workers: int, lake: Path) -> tuple[int, float]:
+    from sims.factory import make_env
+    from storage_schemas import LakeWriter
+    from tasks.rollout_engine import BehaviourSpec, RolloutEngine
+
+    engine = RolloutEngine(ray, functools.partial(make_env, suite, image_size), BehaviourSpec("random"), num_workers=workers)
+    try:
+        engine.wait_ready()
+        warm = [dataclasses.replace(r, seed=10_000 + i) for i, r in enumerate(requests[:workers])]
+        engine.run(warm, None, dataset_id="warm-up")  # every worker builds its scene before timing, like the bare loop
+        stats = engine.run(requests, LakeWriter(lake), dataset_id="bench")
+    finally:
+        engine.shutdown()
+    return stats.env_steps, stats.wall_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer episodes (about 2 minutes)")
+    ap.add_argument("--suite", default="libero_object")
+    ap.add_argument("--episodes", type=int, default=None, help="episodes per measurement (default 4 quick / 8 full)")
+    args = ap.parse_args()
+    n = args.episodes or (4 if args.quick else 8)
+
+    import ray
+
+    from flywheel.recordings import EpisodeRequest
+    from sims.factory import make_env
+
+    # One task: a task switch rebuilds the scene (seconds), which would swamp the engine's own cost.
+    requests = [EpisodeRequest(args.suite, 0, i, seed=i, policy="random", image_every=0) for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=os.path.join(tmp, "ray"), logging_level="error",
+                 log_to_driver=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"}})
+        env = make_env(args.suite, 64)
+        bare_loop(env, requests[:1])  # warm-up: build the task scenes
+        bare = [bare_loop(env, requests)]
+        one = engine_run(ray, args.suite, 64, requests, 1, Path(tmp) / "lake1")
+        two = engine_run(ray, args.suite, 64, requests, 2, Path(tmp) / "lake2")
+        bare.append(bare_loop(env, requests))  # bare measured before and after: machine drift hits both sides
+        env.close()
+        ray.shutdown()
+    bare_sps = sum(s for s, _ in bare) / sum(t for _, t in bare)
+    one_sps, two_sps = one[0] / one[1], two[0] / two[1]
+    result = {
+        "quick": args.quick, "suite": args.suite, "episodes": n, "steps_per_run": one[0],
+        "bare_steps_per_s": round(bare_sps, 1), "engine_1w_steps_per_s": round(one_sps, 1),
+        "engine_2w_steps_per_s": round(two_sps, 1),
+        "engine_overhead": round(1 - one_sps / bare_sps, 3), "scaling_2v1": round(two_sps / one_sps, 3),
+        "goals": {"engine_overhead": "<= 0.15", "scaling_2v1": ">= 1.9"},
+    }
+    print(f"bare env {bare_sps:.1f} steps/s | engine 1 worker {one_sps:.1f} | 2 workers {two_sps:.1f}")
+    print(f"engine_overhead = {result['engine_overhead']}  scaling_2v1 = {result['scaling_2v1']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
