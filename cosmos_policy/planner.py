@@ -1,0 +1,184 @@
+"""Best-of-N planning with the world model and value function (Cosmos Policy §3.6), fully batched.
+
+For each observation: sample N candidate action chunks (policy), W future states per candidate (world model),
+V values per predicted future (value function), aggregate the W·V values per candidate with the
+**majority mean**, execute the best candidate. Each stage is one :meth:`CosmosPolicyModel.generate` over all
+``B·N``, ``B·N·W`` or ``B·N·W·V`` rows (split only by ``max_batch_size``). Noise comes from one
+``torch.Generator`` per row, seeded from (seed, observation, candidate, world sample, value sample), so the
+result does not depend on how rows are batched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cosmos_policy.configuration_cosmos_policy import PlannerConfig
+from cosmos_policy.latent_layout import inject
+from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+
+
+def row_seed(*parts: int) -> int:
+    """Stable 63-bit seed from integers (independent of batching and of Python's hash seed)."""
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def seeded_noise(row_shape: Sequence[int], seeds: Sequence[int], device: torch.device | str = "cpu"
+                 ) -> torch.Tensor:
+    """``(len(seeds), *row_shape)`` standard normal noise, row ``i`` from ``torch.Generator(seed_i)``."""
+    rows = [torch.randn(*row_shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.stack(rows).to(device)
+
+
+def majority_mean(values: torch.Tensor, threshold: float = 0.05, minority_score: str = "failure_mean"
+                  ) -> torch.Tensor:
+    """Majority-mean aggregation of value estimates (Cosmos Policy §3.6).
+
+    An estimate above ``threshold`` is a predicted success. If at least half of the M estimates are successes,
+    the score is the mean of the successes; otherwise it is the mean of the failures (``"failure_mean"``) or 0
+    (``"zero"``).
+
+    Args:
+        values: ``(..., M)`` values in [0, 1].
+
+    Returns:
+        ``(...)`` scores.
+    """
+    success = values > threshold
+    n_success = success.sum(-1)
+    m = values.shape[-1]
+    succ_mean = (values * success).sum(-1) / n_success.clamp_min(1)
+    if minority_score == "zero":
+        fail_score = torch.zeros_like(succ_mean)
+    elif minority_score == "failure_mean":
+        fail_score = (values * ~success).sum(-1) / (m - n_success).clamp_min(1)
+    else:
+        raise ValueError(f"minority_score must be 'failure_mean' or 'zero', got {minority_score!r}")
+    return torch.where(2 * n_success >= m, succ_mean, fail_score)
+
+
+@dataclass
+class PlanOutput:
+    """Result of planning for a batch of B observations.
+
+    Attributes:
+        candidates: ``(B, N, K, A)`` normalised candidate action chunks.
+        values: ``(B, N, M)`` value estimates in [0, 1] per candidate (M = W·V).
+        scores: ``(B, N)`` majority-mean scores.
+        chosen: ``(B,)`` index of the executed candidate.
+        actions: ``(B, K, A)`` normalised chosen chunks.
+        num_forward_calls: denoiser forwards used.
+    """
+
+    candidates: torch.Tensor
+    values: torch.Tensor
+    scores: torch.Tensor
+    chosen: torch.Tensor
+    actions: torch.Tensor
+    num_forward_calls: int
+
+
+class _CallCounter:
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.count = 0
+        self._handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_: object) -> None:
+        self.count += 1
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def _stage(model: CosmosPolicyModel, cond: torch.Tensor, sample_type: str, text: torch.Tensor,
+           seeds: Sequence[int], max_batch_size: int) -> torch.Tensor:
+    mask = model.condition_masks(sample_type, cond.shape[0])  # type: ignore[arg-type]
+    noise = seeded_noise(cond.shape[1:], seeds, cond.device)
+    return model.generate(cond, mask, text, noise, max_batch_size=max_batch_size)
+
+
+def sample_chain(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, seeds: Sequence[int],
+                 mode: str = "parallel", max_batch_size: int = 256) -> torch.Tensor:
+    """Direct sampling from the current frames.
+
+    Args:
+        current: ``(B, C, T', H, W)`` with current frames filled.
+        text: ``(B, L, D)``.
+        seeds: one seed per row.
+        mode: ``"parallel"`` (action, future and value in one pass) or ``"autoregressive"`` (action, then
+            future given the action, then value given both).
+
+    Returns:
+        ``(B, C, T', H, W)`` predicted sequence.
+    """
+    x = _stage(model, current, "policy", text, [row_seed(s, 0) for s in seeds], max_batch_size)
+    if mode == "parallel":
+        return x
+    if mode != "autoregressive":
+        raise ValueError(f"mode must be 'parallel' or 'autoregressive', got {mode!r}")
+    x = _reinject_action(model, current, x)
+    x = _stage(model, x, "world_model", text, [row_seed(s, 1) for s in seeds], max_batch_size)
+    return _stage(model, x, "value", text, [row_seed(s, 2) for s in seeds], max_batch_size)
+
+
+def _reinject_action(model: CosmosPolicyModel, current: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+    """Current frames + the sampled action (extracted, clipped to [-1, 1], injected again)."""
+    lay = model.layout
+    out = current.clone()
+    action = model.extract_action(sampled).clamp(-1, 1).reshape(sampled.shape[0], -1)
+    out[:, :, lay.action_index] = inject(action, (lay.latent_channels, lay.latent_height, lay.latent_width))
+    return out
+
+
+@torch.no_grad()
+def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, config: PlannerConfig,
+         seed: int = 0) -> PlanOutput:
+    """Best-of-N planning.
+
+    Args:
+        model: the Cosmos Policy model.
+        current: ``(B, C, T', H, W)`` latents with the current frames filled (other frames ignored).
+        text: ``(B, L, D)`` text embeddings.
+        config: N, W, V, threshold, mode (``model_based`` or ``q``), ``max_batch_size``.
+        seed: base seed; row noise is seeded from (seed, b, candidate, world, value).
+
+    Returns:
+        :class:`PlanOutput`.
+    """
+    b = current.shape[0]
+    n, w, v = config.num_candidates, config.num_world_samples, config.num_value_samples
+    mbs = config.max_batch_size
+    counter = _CallCounter(model.transformer)
+    try:
+        rows = current.repeat_interleave(n, 0)
+        text_n = text.repeat_interleave(n, 0)
+        ids = [(i, j) for i in range(b) for j in range(n)]
+        x_pol = _stage(model, rows, "policy", text_n, [row_seed(seed, i, j) for i, j in ids], mbs)
+        candidates = model.extract_action(x_pol).clamp(-1, 1)
+        with_action = _reinject_action(model, rows, x_pol)
+        if config.mode == "q":
+            m = w * v
+            ids_q = [(i, j, k) for i, j in ids for k in range(m)]
+            x_q = _stage(model, with_action.repeat_interleave(m, 0), "world_model", text_n.repeat_interleave(m, 0),
+                         [row_seed(seed, i, j, k, -1) for i, j, k in ids_q], mbs)
+            values = model.extract_value(x_q).reshape(b, n, m)
+        else:
+            ids_w = [(i, j, k) for i, j in ids for k in range(w)]
+            text_w = text_n.repeat_interleave(w, 0)
+            x_wm = _stage(model, with_action.repeat_interleave(w, 0), "world_model", text_w,
+                          [row_seed(seed, i, j, k) for i, j, k in ids_w], mbs)
+            ids_v = [(i, j, k, q) for i, j, k in ids_w for q in range(v)]
+            x_val = _stage(model, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
+                           [row_seed(seed, *t) for t in ids_v], mbs)
+            values = model.extract_value(x_val).reshape(b, n, w * v)
+    finally:
+        counter.remove()
+    scores = majority_mean(values, config.success_threshold, config.minority_score)
+    chosen = scores.argmax(dim=1)
+    candidates = candidates.reshape(b, n, *candidates.shape[1:])
+    actions = candidates[torch.arange(b), chosen]
+    return PlanOutput(candidates, values, scores, chosen, actions, counter.count)

@@ -1,0 +1,121 @@
+"""``CosmosPolicy``: checkpoint → ``act(observations, instructions)`` → action chunks ``(B, K, A)``.
+
+Satisfies :class:`sims.types.Policy`. Direct mode samples the action in one parallel pass (or
+autoregressively); planning mode runs batched best-of-N (:func:`~cosmos_policy.planner.plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from cosmos_policy.checkpoint_io import load_checkpoint
+from cosmos_policy.configuration_cosmos_policy import PlannerConfig
+from cosmos_policy.latent_layout import LatentLayout
+from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+from cosmos_policy.normalization import NormalizationStats
+from cosmos_policy.planner import PlanOutput, plan, row_seed, sample_chain
+from cosmos_policy.tokenizer import Tokenizer, build_tokenizer
+from sims.types import Observation
+
+
+class CosmosPolicy:
+    """Rollout-engine policy around a :class:`CosmosPolicyModel`.
+
+    Args:
+        model: trained model (eval mode is set).
+        stats: normalisation statistics saved with it.
+        tokenizer: image tokenizer; built from ``model.config.tokenizer`` when None.
+        planning: run best-of-N planning instead of direct sampling.
+        planner: planning settings (default: ``model.config.planner``).
+        direct_mode: ``"parallel"`` or ``"autoregressive"`` for direct sampling.
+        seed: base seed; each ``act`` call advances an internal counter so calls differ but runs repeat.
+        camera_aliases: optional map from observation camera names to layout camera names.
+    """
+
+    def __init__(self, model: CosmosPolicyModel, stats: NormalizationStats, tokenizer: Tokenizer | None = None,
+                 planning: bool = False, planner: PlannerConfig | None = None,
+                 direct_mode: Literal["parallel", "autoregressive"] = "parallel", seed: int = 0,
+                 camera_aliases: dict[str, str] | None = None) -> None:
+        self.model = model.eval()
+        self.stats = stats
+        self.tokenizer = tokenizer or build_tokenizer(model.config.tokenizer)
+        self.planning = planning
+        self.planner = planner or model.config.planner
+        self.direct_mode = direct_mode
+        self.seed = seed
+        self.camera_aliases = camera_aliases or {}
+        self.calls = 0
+        self.last_plan: PlanOutput | None = None
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, expected_layout: LatentLayout | None = None,
+                        device: torch.device | str = "cpu", planning: bool = False,
+                        planner: PlannerConfig | None = None, **kwargs: object) -> CosmosPolicy:
+        """Load a checkpoint folder (refuses a mismatched ``expected_layout``)."""
+        model, stats = load_checkpoint(directory, expected_layout=expected_layout, device=device)
+        return cls(model, stats, planning=planning, planner=planner, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def layout(self) -> LatentLayout:
+        return self.model.layout
+
+    def with_planning(self, planning: bool = True, **planner_overrides: object) -> CosmosPolicy:
+        """A copy sharing the model, with planning switched and planner fields overridden."""
+        planner = replace(self.planner, **planner_overrides) if planner_overrides else self.planner
+        return CosmosPolicy(self.model, self.stats, self.tokenizer, planning, planner, self.direct_mode, self.seed,
+                            self.camera_aliases)
+
+    @torch.no_grad()
+    def current_latents(self, observations: Sequence[Observation]) -> torch.Tensor:
+        """Observations → ``(B, C, T', H, W)`` latents with the current frames filled."""
+        lay = self.layout
+        cams = {}
+        for cam in lay.camera_names:
+            imgs = []
+            for obs in observations:
+                images = {self.camera_aliases.get(k, k): v for k, v in obs.images.items()}
+                if cam not in images:
+                    raise KeyError(f"observation lacks camera {cam!r} (has {sorted(images)}); the policy needs "
+                                   f"images at every query step")
+                imgs.append(np.asarray(images[cam]))
+            cams[cam] = self.tokenizer.encode(np.stack(imgs))
+        proprio = torch.from_numpy(np.stack([self.stats.proprio.normalize(o.proprio) for o in observations]))
+        obj = None
+        if lay.object_state_dim:
+            if self.stats.object_state is None or any(o.object_state is None for o in observations):
+                raise ValueError("layout has an object_state slot: observations and stats need object_state")
+            obj = torch.from_numpy(np.stack([self.stats.object_state.normalize(o.object_state)  # type: ignore
+                                             for o in observations]))
+        return self.model.assemble(cams, proprio, obj).to(self.model.device)
+
+    @torch.no_grad()
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+        """Action chunks for a batch of environments.
+
+        Args:
+            observations: B observations (images upright, uint8).
+            instructions: B task instructions.
+
+        Returns:
+            ``(B, K, A)`` float32 actions in environment units.
+        """
+        if len(observations) != len(instructions):
+            raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
+        seed = row_seed(self.seed, self.calls)
+        self.calls += 1
+        current = self.current_latents(observations)
+        text = self.model.encode_text(instructions)
+        if self.planning:
+            self.last_plan = plan(self.model, current, text, self.planner, seed=seed)
+            actions = self.last_plan.actions
+        else:
+            seeds = [row_seed(seed, i) for i in range(len(observations))]
+            x = sample_chain(self.model, current, text, seeds, self.direct_mode, self.planner.max_batch_size)
+            actions = self.model.extract_action(x)
+        return self.stats.action.unnormalize(actions.float().cpu().numpy())

@@ -1,0 +1,87 @@
+"""Training step as a function: batch in → loss and metrics out (SPEC §3.5), plus the optimiser factory."""
+
+from __future__ import annotations
+
+import torch
+
+from cosmos_policy.configuration_cosmos_policy import TrainConfig
+from cosmos_policy.latent_layout import SAMPLE_TYPES, decode_value, extract
+from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+from cosmos_policy.noise_schedule import num_frames_shift, sample_hybrid_sigmas
+from cosmos_policy.samples import TrainingBatch
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (lr 1e-4, betas (0.9, 0.99), weight decay 0.1 by default); no decay on biases / norm gains."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def compute_loss(model: CosmosPolicyModel, batch: TrainingBatch, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss and metrics of one batch (no parameter update).
+
+    Args:
+        model: the model (its ``config.noise`` sets the σ distribution).
+        batch: :class:`~cosmos_policy.samples.TrainingBatch` on the model's device.
+        generator: RNG for σ and noise (on the model's device).
+
+    Returns:
+        ``(loss, metrics)``; metrics: ``loss``, ``loss/<type>``, ``action_l1`` (normalised units, policy samples,
+        after extraction), ``value_mae`` ([0, 1] units, all samples), ``future_mse`` (future frames of policy and
+        world-model samples), ``sigma_mean``.
+    """
+    cfg = model.config.noise
+    lay = model.layout
+    b = len(batch)
+    device = batch.latents.device
+    scale = num_frames_shift(lay.num_frames) if cfg.scale_by_num_frames else 1.0
+    sigma, _ = sample_hybrid_sigmas(b, p_mean=cfg.p_mean, p_std=cfg.p_std, uniform_prob=cfg.uniform_prob,
+                                    uniform_low=cfg.uniform_low, uniform_high=cfg.uniform_high, scale=scale,
+                                    sigma_min=cfg.sigma_train_min, sigma_max=cfg.sigma_train_max,
+                                    generator=generator, device=device)
+    noise = torch.randn(batch.latents.shape, generator=generator, device=device)
+    text = model.encode_text(batch.instructions)
+    use_autocast = model.config.train.bf16_autocast and device.type == "cuda"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+        per_sample, denoised = model.denoiser.loss(batch.latents, batch.cond_mask, text, sigma, noise)
+    loss = per_sample.mean()
+    metrics = {"loss": loss.item(), "sigma_mean": sigma.mean().item()}
+    with torch.no_grad():
+        for i, name in enumerate(SAMPLE_TYPES):
+            sel = batch.sample_type == i
+            if sel.any():
+                metrics[f"loss/{name}"] = per_sample[sel].mean().item()
+        policy = batch.sample_type == 0
+        if policy.any():
+            pred = extract(denoised[policy][:, :, lay.action_index], lay.action_numel)
+            metrics["action_l1"] = (pred - batch.actions[policy].reshape(pred.shape)).abs().mean().item()
+        value_pred = decode_value(denoised[:, :, lay.value_index])
+        metrics["value_mae"] = (value_pred - (batch.values + 1) / 2).abs().mean().item()
+        gen_future = batch.sample_type <= 1
+        if gen_future.any():
+            fut = list(lay.future_indices)
+            diff = denoised[gen_future][:, :, fut] - batch.latents[gen_future][:, :, fut]
+            metrics["future_mse"] = diff.pow(2).mean().item()
+    return loss, metrics
+
+
+def train_step(model: CosmosPolicyModel, optimizer: torch.optim.Optimizer, batch: TrainingBatch,
+               generator: torch.Generator | None = None, grad_clip: float | None = None) -> dict[str, float]:
+    """One optimisation step: loss, backward, gradient clipping (1.0), AdamW update.
+
+    Returns:
+        metrics of :func:`compute_loss` plus ``grad_norm``.
+    """
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss, metrics = compute_loss(model, batch, generator)
+    loss.backward()
+    clip = grad_clip if grad_clip is not None else model.config.train.grad_clip
+    metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    optimizer.step()
+    return metrics
