@@ -34,8 +34,9 @@ class EpisodeRequest:
 def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamma: float = 0.99) -> EpisodeData:
     """Convert a recording to lake rows: sparse terminal reward, value targets, images at rendered steps.
 
-    The recording's image of the observation *after* the last action (index T) has no step row and is
-    dropped; step rows are the observations before each action, t in [0, T).
+    Step rows are the observations before each action, t in [0, T); the recording's images are at rows
+    < T (every ``image_every``-th and the last, T - 1). Its ``final_images`` (after the last action) have
+    no row and are not stored.
     """
     meta = EpisodeMeta(
         episode_id=req.episode_id, source=req.source, suite=req.suite, task_id=req.task_id,
@@ -45,7 +46,7 @@ def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamm
         success=bool(rec.success) and rec.error is None, wall_time_s=float(rec.wall_time_s), gamma=gamma,
         error=rec.error,
     )
-    # An episode that raised mid-step has one more observation than actions: keep the executed steps.
+    # Defensive: recordings made before record_episode kept rows aligned could have one extra observation.
     n = min(len(rec.actions), len(rec.proprio))
     images = {cam: {int(t): frames[i] for i, t in enumerate(rec.image_steps) if t < n}
               for cam, frames in rec.images.items() if len(frames)}

@@ -36,6 +36,7 @@ from sims.libero_runtime import (
     task_info,
 )
 from sims.scene import BodyState, GeomIndex, SceneSnapshot, SiteState, parse_goal
+from sims.sim_state import render_at_state
 from sims.types import Observation, StepResult, TaskSpec
 
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
@@ -150,6 +151,16 @@ class LiberoEnv:
             name: np.ascontiguousarray(sim.render(camera_name=cam, width=s, height=s)[::-1])
             for name, cam in LIBERO_CAMERAS.items()
         }
+
+    def save_state(self) -> np.ndarray:
+        """Cheap copy of the physics state (time, qpos, qvel) for :meth:`render_state`."""
+        if self._env is None:
+            raise RuntimeError("no scene built yet: call reset() first")
+        return np.array(self._env.sim.get_state().flatten())
+
+    def render_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Render every camera as the scene was at ``state`` (from :meth:`save_state`), then restore the present."""
+        return render_at_state(self._env.sim, state, self.render)
 
     def close(self) -> None:
         if self._env is not None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sims._lazy import MissingPackageError, require_package
+from sims.sim_state import render_at_state
 from sims.types import Observation, StepResult, TaskSpec
 
 ROBOCASA_INSTALL_HINT = "rpent-robocasa365==1.0.1 with praxis-robosuite==1.5.2.post1"
@@ -188,6 +189,16 @@ class RoboCasaEnv:
             n: np.ascontiguousarray(sim.render(camera_name=c, width=s, height=s)[::-1])
             for n, c in ROBOCASA_CAMERAS.items()
         }
+
+    def save_state(self) -> np.ndarray:
+        """Cheap copy of the physics state (time, qpos, qvel) for :meth:`render_state`."""
+        if self._env is None:
+            raise RuntimeError("no scene built yet: call reset() first")
+        return np.array(self._env.sim.get_state().flatten())
+
+    def render_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Render every camera as the scene was at ``state`` (from :meth:`save_state`), then restore the present."""
+        return render_at_state(self._env.sim, state, self.render)
 
     def close(self) -> None:
         if self._env is not None:

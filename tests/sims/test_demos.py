@@ -65,8 +65,41 @@ def test_protocols_are_satisfied() -> None:
     assert isinstance(ConstPolicy(0.1), Policy)
 
 
-def test_record_success_shapes_and_image_steps() -> None:
-    env = LineEnv(goal=1.0)
+class RewindLineEnv(LineEnv):
+    """LineEnv that can snapshot its state and render a past one (like LiberoEnv)."""
+
+    def save_state(self) -> tuple[float, int]:
+        return self.x, self.t
+
+    def render_state(self, state: tuple[float, int]) -> Mapping[str, np.ndarray]:
+        now = (self.x, self.t)
+        self.x, self.t = state
+        try:
+            return self.render()
+        finally:
+            self.x, self.t = now
+
+
+class StepBoom(LineEnv):
+    """Raises inside ``step`` once ``t`` reaches ``at`` (after the observation was taken)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+        if self.t >= self.at:
+            raise RuntimeError("physics exploded")
+        return super().step(action, render)
+
+
+def _image_value(x: float) -> int:
+    return min(255, int(np.float32(x) * 100))
+
+
+@pytest.mark.parametrize("env_cls", [LineEnv, RewindLineEnv])
+def test_record_success_shapes_and_image_steps(env_cls: type[LineEnv]) -> None:
+    env = env_cls(goal=1.0)
     rec = record_episode(env, ConstPolicy(0.1), 0, 1, seed=3, image_every=4)
     assert rec.success and rec.error is None
     assert rec.length == 10  # float32(0.1) * 10 > 1.0
@@ -74,10 +107,33 @@ def test_record_success_shapes_and_image_steps() -> None:
     assert rec.proprio.shape == (10, 1)
     np.testing.assert_allclose(rec.proprio[:, 0], np.arange(10) * 0.1, atol=1e-5)  # obs *before* each action
     assert rec.object_state is not None and rec.object_state.shape == (10, 1)
-    assert rec.image_steps.tolist() == [0, 4, 8, 10]
+    # every 4th row plus the last row T-1 (the observation before the final action); none at T
+    assert rec.image_steps.tolist() == [0, 4, 8, 9]
     assert rec.images["agentview"].shape == (4, 4, 4, 3)
-    assert env.renders == 4  # cameras rendered only at image steps
+    for i, t in enumerate(rec.image_steps):  # each image shows its row's observation
+        assert rec.images["agentview"][i, 0, 0, 0] == _image_value(rec.proprio[t, 0]), t
+        assert rec.images["eye_in_hand"][i, 0, 0, 0] == _image_value(rec.proprio[t, 0]), t
+    assert rec.final_proprio is not None and rec.final_proprio[0] >= 1.0
+    assert set(rec.final_images) == set(env.camera_names)
+    assert rec.final_images["agentview"][0, 0, 0] == _image_value(rec.final_proprio[0])
     assert rec.policy_name == "const" and rec.task.instruction == "walk right"
+
+
+def test_rewindable_env_renders_only_image_rows() -> None:
+    env = RewindLineEnv(goal=1.0)
+    record_episode(env, ConstPolicy(0.1), 0, 1, seed=3, image_every=4)
+    assert env.renders == 5  # rows 0, 4, 8, the final observation, and row 9 rendered after the fact
+    plain = LineEnv(goal=1.0)
+    record_episode(plain, ConstPolicy(0.1), 0, 1, seed=3, image_every=4)
+    assert plain.renders == 11  # no rewind: every row plus the final observation
+
+
+def test_step_limit_last_row_has_image() -> None:
+    env = RewindLineEnv(goal=100.0, max_steps=7)
+    rec = record_episode(env, ConstPolicy(0.1, k=3), 0, 0, seed=0, image_every=4)
+    assert not rec.success and rec.length == 7
+    assert rec.image_steps.tolist() == [0, 4, 6]
+    assert env.renders == 4  # 0, 4, 6 (known ahead from max_steps) and the final observation
 
 
 def test_record_failure_at_step_limit_without_images() -> None:
@@ -85,6 +141,18 @@ def test_record_failure_at_step_limit_without_images() -> None:
     rec = record_episode(env, ConstPolicy(0.1, k=3), 0, 0, seed=0, image_every=0)
     assert not rec.success and rec.length == 7
     assert rec.image_steps.size == 0 and env.renders == 1  # only reset's observation
+    assert rec.final_images == {}
+
+
+@pytest.mark.parametrize("at", [0, 4, 5])
+def test_raising_step_keeps_arrays_aligned(at: int) -> None:
+    rec = record_episode(StepBoom(at), ConstPolicy(0.1), 0, 0, seed=0, image_every=4)
+    assert not rec.success and rec.error is not None and "physics exploded" in rec.error
+    assert rec.length == at == len(rec.actions) == len(rec.proprio)
+    assert rec.object_state is not None and len(rec.object_state) == at
+    assert all(t < at for t in rec.image_steps.tolist())  # the failed row's image has no row: dropped
+    assert rec.images["agentview"].shape[0] == len(rec.image_steps)
+    assert rec.final_images == {}
 
 
 def test_crash_is_recorded_not_raised() -> None:

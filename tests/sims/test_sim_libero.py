@@ -48,7 +48,8 @@ def test_expert_solves_libero_object_init_states(object_env) -> None:
         assert rec.success, f"task {task_id} init {init} failed after {rec.length} steps"
         assert rec.length < 200
         assert rec.actions.shape == (rec.length, 7) and rec.proprio.shape == (rec.length, 9)
-        assert rec.image_steps[0] == 0 and rec.image_steps[-1] == rec.length
+        assert rec.image_steps[0] == 0 and rec.image_steps[-1] == rec.length - 1  # last row, not T
+        assert set(rec.final_images) == {"agentview", "eye_in_hand"}
         assert rec.images["agentview"].shape[0] == len(rec.image_steps)
 
 
