@@ -21,15 +21,19 @@ from cosmos_policy.sampler import get_sampler
 from cosmos_policy.text_conditioning import build_text_embedder
 
 
-def import_cosmos_transformer() -> type:
-    """``diffusers.CosmosTransformer3DModel``; diffusers' module imports torchvision at import time, which
-    needs :func:`flywheel.compat.ensure_torchvision` beside the CPU torch wheel."""
+def prepare_diffusers_import() -> None:
+    """Diffusers' model modules import torchvision when it is installed; PyPI's CUDA-built torchvision needs
+    :func:`flywheel.compat.ensure_torchvision` beside the CPU torch wheel. Nothing of torchvision is used."""
     try:
         from flywheel.compat import ensure_torchvision
-
-        ensure_torchvision()
     except ImportError:  # used outside this project: nothing to fix
-        pass
+        return
+    ensure_torchvision()
+
+
+def import_cosmos_transformer() -> type:
+    """``diffusers.CosmosTransformer3DModel`` (after :func:`prepare_diffusers_import`)."""
+    prepare_diffusers_import()
     from diffusers import CosmosTransformer3DModel
 
     return CosmosTransformer3DModel

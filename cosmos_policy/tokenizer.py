@@ -6,8 +6,8 @@ Two implementations behind one interface:
   image is encoded as a one-frame video (the VAE encodes the first frame alone), and latents are normalised
   with the VAE's ``latents_mean`` / ``latents_std``.
 * :class:`PixelShuffleTokenizer` – the frozen, deterministic CPU stand-in: space-to-depth 8× (192 values per
-  8×8 patch) and a fixed orthonormal projection to C channels; ``decode`` applies the transpose (its
-  pseudo-inverse), good enough for previews.
+  8×8 patch) and a fixed orthonormal projection to C channels (the first three are the patch's mean R, G, B);
+  ``decode`` applies the transpose (its pseudo-inverse), good enough for previews.
 
 Latents are meant to be computed once (at ingestion or rollout time) and cached as arrays.
 """
@@ -69,11 +69,15 @@ class PixelShuffleTokenizer:
         self.latent_channels = latent_channels
         gen = torch.Generator().manual_seed(seed)
         patch = 3 * 8 * 8
-        q, _ = torch.linalg.qr(torch.randn(patch, latent_channels, generator=gen, dtype=torch.float64))
-        # First direction = per-patch mean over all pixels (DC), the rest random, all orthonormal.
-        dc = torch.full((patch, 1), 1.0 / patch**0.5, dtype=torch.float64)
-        basis, _ = torch.linalg.qr(torch.cat([dc, q[:, : latent_channels - 1]], dim=1))
-        self.projection = (basis * torch.sign(basis[0:1, 0:1])).T.float().contiguous()  # (C, 192)
+        # First 3 directions = per-patch mean colour (R, G, B; pixel_unshuffle puts channel c at c*64..c*64+63),
+        # so flat-colour 8x8 patches decode exactly; the rest are random, all orthonormal.
+        dc = torch.zeros(patch, 3, dtype=torch.float64)
+        for c in range(3):
+            dc[c * 64:(c + 1) * 64, c] = 1.0 / 8.0
+        rand = torch.randn(patch, max(latent_channels - 3, 0), generator=gen, dtype=torch.float64)
+        basis, _ = torch.linalg.qr(torch.cat([dc, rand], dim=1)[:, :latent_channels])
+        basis = basis * torch.sign((basis * torch.cat([dc, rand], dim=1)[:, :latent_channels]).sum(0, keepdim=True))
+        self.projection = basis.T.float().contiguous()  # (C, 192), orthonormal rows
 
     @torch.no_grad()
     def encode(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -100,13 +104,16 @@ class WanVAETokenizer:
                  dtype: torch.dtype = torch.float32) -> None:
         from pathlib import Path
 
-        from diffusers import AutoencoderKLWan
-
         folder = Path(path)
         if (folder / "vae" / "config.json").exists():
             folder = folder / "vae"
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"no AutoencoderKLWan config.json under {path}")
+        from cosmos_policy.modeling_cosmos_policy import prepare_diffusers_import
+
+        prepare_diffusers_import()
+        from diffusers import AutoencoderKLWan
+
         self.vae = AutoencoderKLWan.from_pretrained(str(folder), torch_dtype=dtype).to(device).eval()
         self.vae.requires_grad_(False)
         self.image_size = image_size
