@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sims.expert.fixture_skills import Push, TurnKnob
 from sims.expert.geometry import footprint
 from sims.expert.grasps import MAX_GRASP_WIDTH
 from sims.expert.pick_place import PickPlace, PlaceTarget
@@ -42,7 +43,10 @@ def plan_skills(snap: SceneSnapshot) -> list[Skill]:
             obj, tgt = pred[1], pred[2]
             fp = footprint(snap.objects[obj])
             if 2 * float(min(fp.half)) > MAX_GRASP_WIDTH and fp.height < MIN_RIM_HEIGHT:
-                raise UnsupportedGoalError(f"{obj} is too wide and flat to grasp (needs a push skill): {pred}")
+                if head == "on" and tgt in snap.sites and snap.sites[tgt].parent is None:
+                    skills.append(Push(obj, tgt))  # a table region: slide it there
+                    continue
+                raise UnsupportedGoalError(f"{obj} is too wide and flat to grasp (and not pushable there): {pred}")
             if tgt in snap.sites:
                 parent = snap.sites[tgt].parent
                 if head == "in" and parent in snap.fixtures and _has_joints(snap, parent):
@@ -53,6 +57,11 @@ def plan_skills(snap: SceneSnapshot) -> list[Skill]:
             else:
                 raise UnsupportedGoalError(f"unknown target {tgt!r} in goal predicate {pred}")
             skills.append(PickPlace(obj, target))
+        elif head == "turnon" and len(pred) == 2 and pred[1] in snap.fixtures:
+            knobs = [j for j in snap.joints if j.startswith(pred[1])]
+            if len(knobs) != 1:
+                raise UnsupportedGoalError(f"{pred[1]} has no single knob joint ({knobs}): {pred}")
+            skills.insert(0, TurnKnob(pred[1], knobs[0]))  # first: placed objects could block the knob
         else:
             raise UnsupportedGoalError(f"the scripted expert has no skill for goal predicate {pred}")
     return skills
