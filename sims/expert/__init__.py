@@ -1,4 +1,4 @@
-"""Privileged-state scripted expert for LIBERO (pick-and-place of every ``In``/``On`` goal predicate)."""
+"""Privileged-state scripted expert for LIBERO: pick-and-place (``In``/``On``), pushing flat objects, stove knobs."""
 
 from sims.expert.planner import UnsupportedGoalError, goal_supported, plan_skills, snapshot_supported
 from sims.expert.policy import NoiseConfig, PrivilegedEnv, ScriptedExpert

@@ -30,11 +30,12 @@ class UnsupportedGoalError(ValueError):
 
 
 def plan_skills(snap: SceneSnapshot) -> list[Skill]:
-    """Skills that achieve ``snap.goal`` in order (pick-and-place for every ``In``/``On`` predicate).
+    """Skills that achieve ``snap.goal``: pick-and-place for every ``In``/``On`` predicate (a push for
+    objects too wide and flat to grasp going onto a table region), a knob twist for ``TurnOn`` (first).
 
     Raises:
-        UnsupportedGoalError: a predicate needs a skill the expert lacks (``Open``, ``Close``,
-            ``Turnon``, ...); :func:`goal_supported` checks this without raising.
+        UnsupportedGoalError: a predicate needs a skill the expert lacks (``Open``, ``Close``, placing
+            into a closed drawer, ...); :func:`goal_supported` checks this without raising.
     """
     skills: list[Skill] = []
     for pred in snap.goal:
@@ -81,12 +82,15 @@ def snapshot_supported(snap: SceneSnapshot) -> bool:
 
 
 def goal_supported(goal: tuple[tuple[str, ...], ...], objects: set[str] | None = None) -> bool:
-    """Whether every predicate of ``goal`` is of a kind the expert handles (``In``/``On`` of a movable object).
+    """Whether every predicate of ``goal`` is of a kind the expert handles (``In``/``On`` of a movable object,
+    ``TurnOn`` of a fixture).
 
     This is a quick syntactic check; :func:`snapshot_supported` also checks geometry (graspability,
     closed containers).
     """
     for pred in goal:
+        if pred[0] == "turnon" and len(pred) == 2:
+            continue
         if pred[0] not in ("in", "on") or len(pred) != 3:
             return False
         if objects is not None and pred[1] not in objects:

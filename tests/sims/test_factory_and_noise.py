@@ -41,6 +41,7 @@ def test_goal_support() -> None:
     assert goal_supported((("in", "ketchup_1", "basket_1_contain_region"),))
     assert goal_supported((("on", "akita_black_bowl_1", "plate_1"),), {"akita_black_bowl_1"})
     assert not goal_supported((("open", "wooden_cabinet_1_middle_region"),))
+    assert goal_supported((("turnon", "flat_stove_1"), ("on", "moka_pot_1", "flat_stove_1_cook_region")))
     assert not goal_supported((("on", "plate_1", "x"),), {"bowl"})
 
 
