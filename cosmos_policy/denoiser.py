@@ -65,7 +65,7 @@ class CosmosDenoiser(nn.Module):
         timestep = torch.where(cond_mask, torch.zeros_like(c_noise), c_noise) * self.noise.timestep_scale
         net_in = self._network_input(x.float(), cond_mask, cond_latents.float(), c_in)
         dtype = next(self.transformer.parameters()).dtype
-        if torch.is_autocast_enabled(x.device.type):
+        if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
             dtype = torch.float32
         out = self.transformer(hidden_states=net_in.to(dtype), timestep=timestep.to(dtype).view(b, 1, t, 1, 1),
                                encoder_hidden_states=text_emb.to(dtype), fps=self.fps, return_dict=False)[0]
