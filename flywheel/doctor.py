@@ -71,8 +71,11 @@ def _libero_assets() -> str:
 
 
 def _ray(cfg: FlywheelConfig, ws: Workspace) -> str:
+    import ray as ray_module
+
     from tasks.runtime import init_ray
 
+    already = ray_module.is_initialized()  # never shut down a Ray instance the caller owns
     ray = init_ray(cfg, ws, num_cpus=1)
     try:
         ref = ray.remote(lambda: 41 + 1).remote()
@@ -81,7 +84,8 @@ def _ray(cfg: FlywheelConfig, ws: Workspace) -> str:
             raise RuntimeError(f"remote task returned {value}")
         return f"cluster resources {ray.cluster_resources().get('CPU')} CPU"
     finally:
-        ray.shutdown()
+        if not already:
+            ray.shutdown()
 
 
 def _prefect() -> str:

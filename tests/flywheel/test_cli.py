@@ -72,3 +72,24 @@ def test_doctor_fast_checks(home):
     assert res.exit_code == 0, res.output
     for name in ("imports", "mujoco-egl", "libero-assets", "lake"):
         assert f"ok   {name}" in res.output
+
+
+def test_doctor_all_checks_for_real(home):
+    """Ray start, an ephemeral Prefect flow run and the MLflow SQLite store, as a user's first hour would."""
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    for name in ("imports", "mujoco-egl", "libero-assets", "lake", "mlflow", "ray", "prefect"):
+        assert f"ok   {name}" in res.output
+    assert (home / "mlflow" / "mlflow.db").exists()
+
+
+def test_doctor_reports_failure_and_fix(home, monkeypatch):
+    import flywheel.doctor
+
+    def unwritable(ws):
+        raise PermissionError(f"[Errno 13] Permission denied: '{ws.lake.root}'")
+
+    monkeypatch.setattr(flywheel.doctor, "_lake", unwritable)
+    res = runner.invoke(app, ["doctor", "--skip", "imports,mujoco-egl,libero-assets,mlflow,ray,prefect"])
+    assert res.exit_code == 1
+    assert "FAIL lake" in res.output and "Permission denied" in res.output and "fix: make" in res.output
