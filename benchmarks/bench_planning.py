@@ -8,7 +8,7 @@ Measured side by side in one process on the ``tiny`` preset (random weights, LIB
 * ``planning_over_direct``: planned chunk latency ÷ direct (parallel) chunk latency on the same observation.
 * ``train_steps_per_s``: tiny-preset training steps per second at the preset batch size.
 
-Usage: ``python benchmarks/bench_planning.py [--quick] [--threads 2]``; the last stdout line is JSON.
+Usage: ``python benchmarks/bench_planning.py [--quick] [--threads 1]``; the last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _time(fn, repeats: int) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and train steps")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: the CPU is shared)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

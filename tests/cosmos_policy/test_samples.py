@@ -79,10 +79,9 @@ def test_build_batch_injects_targets(episode_latents, stats, tiny_config):
 
 
 def test_object_state_slot_is_opt_in(tiny_config, tokenizer):
-    from tests.cosmos_policy.conftest import make_episode
-
     from cosmos_policy.normalization import compute_stats
     from cosmos_policy.samples import encode_episode
+    from tests.cosmos_policy.conftest import make_episode
 
     lay = libero_layout(object_state_dim=5)
     ep = make_episode(lay, np.random.default_rng(1))

@@ -2,7 +2,6 @@ import time
 from dataclasses import replace
 
 import numpy as np
-import pytest
 import torch
 
 from cosmos_policy.configuration_cosmos_policy import get_config
@@ -47,11 +46,10 @@ def test_overfit_cuts_action_and_value_error_tenfold(tokenizer):
     sampler's noise levels (80 ... 4) with fixed noise. The full sampled chunk is checked too (>= 5x): after one
     minute its error is bounded by the final clean call at sigma_min = 4, where the tiny model is least accurate.
     """
-    from tests.cosmos_policy.conftest import make_episode
-
     from cosmos_policy.noise_schedule import sampling_sigmas
     from cosmos_policy.normalization import compute_stats
     from cosmos_policy.samples import encode_episode
+    from tests.cosmos_policy.conftest import make_episode
 
     cfg = get_config("tiny", libero_layout())
     cfg = replace(cfg, train=replace(cfg.train, lr=2e-3))
