@@ -144,6 +144,7 @@ class RolloutEngine:
         self.max_episode_retries = max_episode_retries
         self._specs: dict[tuple[str, int], TaskSpec] = {}
         self._dims: tuple[int, int] | None = None
+        self._alive = [True] * num_workers
 
     def wait_ready(self, timeout: float = 600) -> list[int]:
         """Block until every worker built its environment; returns their pids."""
@@ -168,7 +169,7 @@ class RolloutEngine:
         from ray.exceptions import RayActorError, RayTaskError
 
         ray = self.ray
-        if len(set(r.episode_id for r in requests)) != len(requests):
+        if len({r.episode_id for r in requests}) != len(requests):
             raise ValueError("duplicate episode requests (same iteration, suite, task, init state, seed, policy)")
         stats = RolloutStats(total=len(requests))
         t0 = time.perf_counter()
@@ -176,31 +177,36 @@ class RolloutEngine:
         pending: dict[object, tuple[int, EpisodeRequest, int]] = {}
         submitted = 0
 
-        def submit(worker_index: int) -> None:
+        def fill() -> None:
+            """Give queued episodes to every live, idle worker."""
             nonlocal submitted
-            if not queue:
-                return
-            req, attempt = queue.popleft()
-            ref = self.workers[worker_index].run_episode.remote(req)
-            pending[ref] = (worker_index, req, attempt)
-            submitted += 1
-            if on_submit:
-                on_submit(submitted, self.workers[worker_index])
+            busy = {w for w, _, _ in pending.values()}
+            for i, worker in enumerate(self.workers):
+                if not queue:
+                    return
+                if self._alive[i] and i not in busy:
+                    req, attempt = queue.popleft()
+                    pending[worker.run_episode.remote(req)] = (i, req, attempt)
+                    submitted += 1
+                    if on_submit:
+                        on_submit(submitted, worker)
 
-        for i in range(len(self.workers)):
-            submit(i)
+        fill()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            worker_index, req, attempt = pending.pop(ref)
+            worker_index, req, attempt = pending.pop(ready[0])
             try:
-                rec = ray.get(ref)
+                rec = ray.get(ready[0])
             except (RayActorError, RayTaskError) as exc:
-                stats.worker_restarts += isinstance(exc, RayActorError)
+                if isinstance(exc, RayActorError):  # the worker died: wait for Ray to restart it
+                    stats.worker_restarts += 1
+                    self._await_restart(worker_index)
                 if attempt < self.max_episode_retries:
                     stats.retries += 1
                     queue.appendleft((req, attempt + 1))
-                    submit(worker_index)
+                    fill()
+                    if not pending:
+                        raise RuntimeError("every rollout worker died and could not be restarted") from exc
                     continue
                 if self._dims is None:
                     self.wait_ready()
@@ -211,11 +217,27 @@ class RolloutEngine:
             stats.add(req, bool(rec.success) and rec.error is None, rec.length, rec.error)
             if on_episode:
                 on_episode(req, rec, stats)
-            submit(worker_index)
+            fill()
         stats.wall_s = time.perf_counter() - t0
         if writer is not None:
             writer.compact()
         return stats
+
+    def _await_restart(self, worker_index: int, timeout: float = 600) -> bool:
+        """Block until Ray restarted the worker (its environment rebuilt); False if it is gone for good."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.ray.get(self.workers[worker_index].ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return True
+            except ActorUnavailableError:  # restarting: try again shortly
+                time.sleep(0.5)
+            except (RayActorError, self.ray.exceptions.GetTimeoutError):
+                break
+        self._alive[worker_index] = False
+        return False
 
     def task_specs(self, task_ids: Sequence[int] | None = None) -> list[TaskSpec]:
         specs = self.ray.get(self.workers[0].task_specs.remote(task_ids), timeout=600)
