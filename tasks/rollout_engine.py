@@ -25,7 +25,7 @@ import numpy as np
 
 from flywheel.recordings import EpisodeRequest, to_episode
 from sims.demos import EpisodeRecording
-from sims.types import TaskSpec
+from sims.types import Observation, TaskSpec
 from storage_schemas import LakeWriter
 
 EnvFactory = Callable[[], object]
@@ -35,14 +35,14 @@ EnvFactory = Callable[[], object]
 class BehaviourSpec:
     """A policy built inside each worker (privileged expert, noisy expert, random)."""
 
-    kind: str = "expert"  # expert | noisy_expert | random
+    kind: str = "expert"  # expert | noisy_expert | random | external (policy batched outside the workers)
     noise_std: float = 0.3
     perturb_prob: float = 0.02
     chunk_size: int = 16  # random policy chunk (the expert is closed-loop, K = 1)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("expert", "noisy_expert", "random"):
-            raise ValueError(f"unknown behaviour policy {self.kind!r}; expected expert, noisy_expert or random")
+        if self.kind not in ("expert", "noisy_expert", "random", "external"):
+            raise ValueError(f"unknown behaviour policy {self.kind!r}; expected expert, noisy_expert, random or external")
 
 
 class EnvWorker:
@@ -59,6 +59,8 @@ class EnvWorker:
         self.policy = self._make_policy(behaviour)
 
     def _make_policy(self, b: BehaviourSpec):
+        if b.kind == "external":  # the policy lives in the driver or a policy actor (run_batched)
+            return None
         if b.kind == "random":
             from sims.random_policy import RandomPolicy
 
@@ -81,6 +83,27 @@ class EnvWorker:
             self.policy.seed = req.seed
         return record_episode(self.env, self.policy, req.task_id, req.init_state_index, req.seed,
                               image_every=req.image_every)
+
+    # --- step-wise API, for a policy batched across workers (driven by RolloutEngine.run_batched)
+    def begin(self, req: EpisodeRequest, needs_images: bool = True) -> Observation | None:
+        """Reset for ``req``; returns the first query observation (None if the reset itself failed)."""
+        from sims.demos import EpisodeRecorder
+
+        self.recorder = EpisodeRecorder(self.env, req.task_id, req.init_state_index, req.seed, req.image_every,
+                                        needs_images=needs_images)
+        self.recorder.begin()
+        return None if self.recorder.done else self.recorder.observation
+
+    def advance(self, chunk: np.ndarray, policy_name: str) -> tuple[Observation | None, EpisodeRecording | None]:
+        """Execute a whole action chunk; returns (next query observation, None) or (None, finished recording)."""
+        if self.recorder.execute(chunk):
+            return None, self.recorder.finish(policy_name)
+        return self.recorder.observation, None
+
+    def abandon(self, policy_name: str, error: str) -> EpisodeRecording:
+        """Finish the current episode as failed (the policy could not produce its next chunk)."""
+        self.recorder.error, self.recorder.done = error, True
+        return self.recorder.finish(policy_name)
 
     def task_specs(self, task_ids: Sequence[int] | None = None) -> list[TaskSpec]:
         """Specs of ``task_ids`` (default: every task of the suite)."""

@@ -83,3 +83,38 @@ def test_duplicate_requests_refused(ray_local):
             engine.run(_requests(2) * 2, None, dataset_id="x")
     finally:
         engine.shutdown()
+
+
+class CountingPolicy:
+    """A FAKE policy for engine tests: constant small actions, records its batch sizes."""
+
+    requires_images = True
+
+    def __init__(self):
+        self.batches = []
+
+    def act(self, observations, instructions):
+        import numpy as np
+
+        assert all(o.images for o in observations), "query observations must carry images"
+        self.batches.append(len(observations))
+        return np.full((len(observations), 4, 7), 0.1, np.float32)
+
+
+def test_batched_policy_driver_and_actor(ray_local, tmp_path):
+    from tasks.batched_rollouts import PolicyHandle, run_batched
+
+    for placement in ("driver", "actor"):
+        writer = LakeWriter(tmp_path / placement)
+        engine = RolloutEngine(ray_local, functools.partial(FakeEnv, length=10), BehaviourSpec("external"), num_workers=2)
+        handle = PolicyHandle(ray_local, CountingPolicy, placement)
+        try:
+            stats = run_batched(engine, handle, _requests(4), writer, dataset_id="t")
+        finally:
+            engine.shutdown()
+            handle.close()
+        rows = _lake_rows(writer)
+        assert len(rows) == 4 and stats.done == 4
+        assert [r[1] for r in rows] == [True, False, True, False] and all(r[2] == 10 for r in rows)
+        assert max(handle.batch_sizes) == 2  # both workers' observations in one call
+        assert handle.calls == 2 * 3  # two rounds of episodes, ceil(10 / 4) chunks each

@@ -1,0 +1,147 @@
+"""Rollouts of a policy batched across environment workers (a learned model, e.g. Cosmos Policy).
+
+The policy sits either in the driver (``placement="driver"``) or in one Ray policy actor
+(``placement="actor"``, e.g. the GPU holder on a cluster). Every round, the observations of all
+workers that wait for an action chunk are stacked into one ``act`` call; each worker then executes its
+whole chunk before it is queried again. ``benchmarks/bench_rollouts.py`` measures both placements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from flywheel.recordings import EpisodeRequest, to_episode
+from sims.demos import EpisodeRecording
+from sims.types import Observation, Policy
+from storage_schemas import LakeWriter
+from tasks.rollout_engine import RolloutEngine, RolloutStats, failed_recording
+
+PolicyFactory = Callable[[], Policy]
+
+
+class PolicyActor:
+    """Holds one policy in a Ray actor; ``act`` is the batched call."""
+
+    def __init__(self, factory: PolicyFactory) -> None:
+        self.policy = factory()
+
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str]):
+        return self.policy.act(observations, instructions)
+
+
+class PolicyHandle:
+    """Uniform ``act`` over a local policy or a policy actor."""
+
+    def __init__(self, ray, factory: PolicyFactory, placement: str = "driver", actor_cpus: float = 0) -> None:
+        if placement not in ("driver", "actor"):
+            raise ValueError(f"placement must be 'driver' or 'actor', got {placement!r}")
+        self.ray, self.placement = ray, placement
+        if placement == "driver":
+            self._local, self._actor = factory(), None
+        else:
+            self._local, self._actor = None, ray.remote(num_cpus=actor_cpus)(PolicyActor).remote(factory)
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str]):
+        self.calls += 1
+        self.batch_sizes.append(len(observations))
+        if self._local is not None:
+            return self._local.act(observations, instructions)
+        return self.ray.get(self._actor.act.remote(list(observations), list(instructions)))
+
+    def close(self) -> None:
+        if self._actor is not None:
+            self.ray.kill(self._actor)
+
+
+def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[EpisodeRequest], writer: LakeWriter | None,
+                dataset_id: str, policy_name: str = "model", gamma: float = 0.99,
+                on_episode: Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None] | None = None) -> RolloutStats:
+    """Run ``requests`` on ``engine``'s workers (built with ``BehaviourSpec("external")``), querying ``policy`` batched."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    ray = engine.ray
+    if len({r.episode_id for r in requests}) != len(requests):
+        raise ValueError("duplicate episode requests (same iteration, suite, task, init state, seed, policy)")
+    stats = RolloutStats(total=len(requests))
+    t0 = time.perf_counter()
+    queue: deque[tuple[EpisodeRequest, int]] = deque((r, 0) for r in requests)
+    slots: dict[int, tuple[EpisodeRequest, int]] = {}  # worker -> its episode
+    refs: dict[int, object] = {}  # worker -> outstanding begin/advance call
+    instructions: dict[tuple[str, int], str] = {}
+    needs_images = bool(getattr(policy._local, "requires_images", True)) if policy._local is not None else True
+
+    def start(i: int) -> None:
+        if queue and engine._alive[i]:
+            req, attempt = queue.popleft()
+            slots[i] = (req, attempt)
+            refs[i] = ("begin", engine.workers[i].begin.remote(req, needs_images))
+
+    def finish(i: int, rec: EpisodeRecording) -> None:
+        req, _ = slots.pop(i)
+        if writer is not None:
+            writer.write_episodes([to_episode(rec, req, dataset_id, gamma)])
+        stats.add(req, bool(rec.success) and rec.error is None, rec.length, rec.error)
+        if on_episode:
+            on_episode(req, rec, stats)
+        start(i)
+
+    for i in range(len(engine.workers)):
+        start(i)
+    while refs:
+        waiting: dict[int, Observation] = {}
+        for i, (kind, ref) in list(refs.items()):  # one lockstep round: every outstanding call
+            del refs[i]
+            req, attempt = slots[i]
+            try:
+                if kind == "begin":
+                    obs, rec = ray.get(ref), None
+                    if obs is None:
+                        rec = ray.get(engine.workers[i].abandon.remote(policy_name, "reset failed"))
+                else:
+                    obs, rec = ray.get(ref)
+            except (RayActorError, RayTaskError) as exc:
+                if isinstance(exc, RayActorError):
+                    stats.worker_restarts += 1
+                    engine._await_restart(i)
+                slots.pop(i)
+                if attempt < engine.max_episode_retries:
+                    stats.retries += 1
+                    queue.appendleft((req, attempt + 1))
+                    start(i)
+                    continue
+                if engine._dims is None:
+                    engine.wait_ready()
+                slots[i] = (req, attempt)
+                finish(i, failed_recording(req, engine._spec(req), f"worker failed {attempt + 1} times: "
+                                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}", *engine._dims))
+                continue
+            if rec is not None:
+                finish(i, rec)
+            else:
+                waiting[i] = obs
+        if not waiting:
+            continue
+        order = sorted(waiting)
+        texts = []
+        for i in order:
+            req = slots[i][0]
+            key = (req.suite, req.task_id)
+            if key not in instructions:
+                instructions[key] = engine._spec(req).instruction
+            texts.append(instructions[key])
+        try:
+            chunks = policy.act([waiting[i] for i in order], texts)
+        except Exception as exc:  # noqa: BLE001 - a policy failure ends these episodes as failures, recorded
+            for i in order:
+                finish(i, ray.get(engine.workers[i].abandon.remote(policy_name, f"policy error: {type(exc).__name__}: {exc}")))
+            continue
+        for i, chunk in zip(order, chunks, strict=True):
+            refs[i] = ("advance", engine.workers[i].advance.remote(chunk, policy_name))
+    stats.wall_s = time.perf_counter() - t0
+    if writer is not None:
+        writer.compact()
+    return stats
