@@ -76,6 +76,8 @@ class RolloutConfig(_Section):
     expert_noise_share: float = Field(0.5, ge=0, le=1)  # behaviour mix: share of noisy-expert episodes
     expert_noise_std: float = Field(0.3, ge=0)
     max_episode_retries: int = Field(2, ge=0)
+    # Where a learned policy runs while batched across env workers (benchmarks/bench_rollouts.py compares).
+    policy_placement: Literal["driver", "actor"] = "driver"
 
 
 class EvalConfig(_Section):

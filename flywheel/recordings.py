@@ -27,8 +27,10 @@ class EpisodeRequest:
 
     @property
     def episode_id(self) -> str:
+        # Planning on/off and the model version make different episodes of the same init state and seed.
+        who = self.policy + ("+planning" if self.planning else "") + (f"@{self.policy_version}" if self.policy_version else "")
         return rollout_episode_id(self.source, self.iteration, self.suite, self.task_id, self.init_state_index,
-                                  self.seed, self.policy)
+                                  self.seed, who)
 
 
 def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamma: float = 0.99) -> EpisodeData:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from prefect import task
 
@@ -127,6 +128,66 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
     return _summary(stats, suite, "expert", Source.DEMO, 0, written)
 
 
+def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num_world_samples: int,
+                       num_value_samples: int, seed: int = 0):
+    """Picklable policy factory (runs in the driver or in a policy actor)."""
+    import torch
+
+    from cosmos_policy.policy import CosmosPolicy
+
+    torch.set_num_threads(1)  # the env workers own the other cores
+    policy = CosmosPolicy.from_checkpoint(checkpoint, seed=seed)
+    if planning:
+        policy = policy.with_planning(True, num_candidates=num_candidates, num_world_samples=num_world_samples,
+                                      num_value_samples=num_value_samples)
+    return policy
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """A local checkpoint folder (``model.safetensors`` + JSON metadata)."""
+    if "://" in model or model.startswith(("models:/", "runs:/")):
+        raise ValueError(f"{model!r}: MLflow model URIs are not supported yet; pass a local checkpoint folder")
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+    from cosmos_policy.checkpoint_io import read_metadata
+
+    read_metadata(path)  # fails clearly on a folder that is not a checkpoint
+    return path.resolve()
+
+
+def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoint: str, episodes: int,
+                       task_ids: Sequence[int] | None = None, iteration: int = 0, planning: bool = False,
+                       source: Source = Source.ROLLOUT, num_workers: int | None = None,
+                       placement: str | None = None, on_episode: ProgressFn | None = None,
+                       on_start: Callable[[int], None] | None = None) -> RolloutSummary:
+    """Roll a Cosmos Policy checkpoint out, batched across env workers; every episode goes to the lake."""
+    from tasks.batched_rollouts import PolicyHandle, run_batched
+
+    path = resolve_checkpoint(checkpoint)
+    engine = _engine(cfg, ws, suite, BehaviourSpec("external"), num_workers or cfg.rollout.num_workers)
+    factory = functools.partial(load_cosmos_policy, str(path), planning, cfg.eval.num_candidates,
+                                cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration)
+    handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
+    try:
+        specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
+        reqs = [replace(r, policy_version=str(path), planning=planning)
+                for r in build_requests(suite, [s.task_id for s in specs], episodes, iteration=iteration, source=source,
+                                        policy="model", seed=cfg.seed + 1000 * iteration,
+                                        image_every=cfg.model.chunk_size,
+                                        num_init_states=min(s.num_init_states for s in specs) or 1)]
+        if on_start:
+            on_start(len(reqs))
+        stats = run_batched(engine, handle, reqs, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
+                            gamma=cfg.model.gamma, on_episode=on_episode)
+    finally:
+        handle.close()
+        engine.shutdown()
+    return _summary(stats, suite, "model", source, iteration, stats.done)
+
+
 # Prefect tasks: thin wrappers. Ray start-up is the flaky edge; a shard re-run is idempotent by episode id.
 rollout_task = task(run_rollouts, name="rollouts", retries=1, retry_delay_seconds=10, persist_result=False)
+model_rollout_task = task(run_model_rollouts, name="model-rollouts", retries=1, retry_delay_seconds=10,
+                          persist_result=False)
 demos_task = task(generate_demos, name="expert-demos", retries=1, retry_delay_seconds=10, persist_result=False)

@@ -81,7 +81,7 @@ def demos_generate(
 
 @handle_errors
 def rollout(
-    policy: Annotated[str, typer.Option(help="expert | noisy-expert | random (model checkpoints: not yet).")] = "random",
+    policy: Annotated[str, typer.Option(help="expert | noisy-expert | random | PATH to a Cosmos Policy checkpoint.")] = "random",
     suite: Annotated[str, typer.Option(help="Suite, e.g. libero_object or robocasa_fixture.")] = "libero_object",
     episodes: Annotated[int, typer.Option(help="Episodes per task.")] = 2,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids (default: profile's sim.tasks, else all).")] = None,
@@ -91,18 +91,24 @@ def rollout(
     profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
 ) -> None:
     """Roll a policy out on Ray; every episode (sparse terminal reward, value targets) is written to the lake."""
-    from tasks.rollouts import BEHAVIOURS, run_rollouts
+    from tasks.rollouts import BEHAVIOURS, resolve_checkpoint, run_model_rollouts, run_rollouts
 
     _check_suite(suite)
-    kind = policy.replace("-", "_")
-    if kind not in BEHAVIOURS:
-        raise UserError(f"--policy {policy!r}: the rollout engine runs expert, noisy-expert and random policies; "
-                        "model checkpoints are not supported yet")
-    if planning:
-        raise UserError("--planning needs a model policy")
     if episodes < 1:
         raise UserError("--episodes must be >= 1")
+    kind = policy.replace("-", "_")
+    if kind not in BEHAVIOURS:
+        try:
+            resolve_checkpoint(policy)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(f"--policy: expected expert, noisy-expert, random or a checkpoint folder; {exc}") from None
+    elif planning:
+        raise UserError("--planning needs a model policy (a checkpoint folder)")
     cfg, ws = setup(profile, config, set_, home)
-    summary = _run_with_progress("rollout", run_rollouts, cfg=cfg, ws=ws, suite=suite, policy=kind, episodes=episodes,
-                                 task_ids=_parse_tasks(tasks) or cfg.sim.tasks, iteration=iteration, num_workers=workers)
+    common = dict(cfg=cfg, ws=ws, suite=suite, episodes=episodes, task_ids=_parse_tasks(tasks) or cfg.sim.tasks,
+                  iteration=iteration, num_workers=workers)
+    if kind in BEHAVIOURS:
+        summary = _run_with_progress("rollout", run_rollouts, policy=kind, **common)
+    else:
+        summary = _run_with_progress("rollout", run_model_rollouts, checkpoint=policy, planning=planning, **common)
     _print_summary(summary, f"Rollouts of {policy} on {suite} (iteration {iteration})")

@@ -50,7 +50,7 @@ def test_demos_then_expert_and_random_rollouts(home, ray_local):
 
 def test_bad_rollout_arguments(home):
     res = runner.invoke(app, ["rollout", "--policy", "runs:/abc/model"])
-    assert res.exit_code == 2 and "not supported yet" in res.output
+    assert res.exit_code == 2 and "MLflow model URIs are not supported yet" in res.output
     res = runner.invoke(app, ["rollout", "--suite", "mujoco_soccer"])
     assert res.exit_code == 2 and "unknown suite" in res.output
 
@@ -82,3 +82,25 @@ def test_killing_a_libero_worker_still_yields_n_episodes(ray_local, tmp_path):
     con = connect(writer.layout)
     assert killed and stats.retries >= 1
     assert con.sql("select count(*), count(distinct episode_id) from episodes").fetchall()[0] == (4, 4)
+
+
+def test_model_checkpoint_rollouts_batched(home, ray_local, tmp_path):
+    from tests.fixtures.checkpoints import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    for extra in ([], ["--planning"]):
+        res = runner.invoke(app, ["rollout", "--policy", str(ckpt), "--suite", "libero_object", "--tasks", "0",
+                                  "--episodes", "2", "--profile", "smoke", *extra])
+        assert res.exit_code == 0, res.output
+    rows = _query("select planning, count(*) as n, min(length) as min_len, count(error) as errors, "
+                  "any_value(policy_version) as v from episodes where policy = 'model' group by planning order by planning")
+    assert [(r["planning"], r["n"], r["errors"]) for r in rows] == [(False, 2, 0), (True, 2, 0)]
+    assert rows[0]["v"] == str(ckpt.resolve())
+    imgs = _query("select count(*) as n from steps s join episodes e using (episode_id) "
+                  "where e.policy = 'model' and s.images is not null")
+    assert imgs[0]["n"] >= 4
+
+
+def test_rollout_rejects_a_folder_that_is_not_a_checkpoint(home, tmp_path):
+    res = runner.invoke(app, ["rollout", "--policy", str(tmp_path)])
+    assert res.exit_code == 2 and "not a cosmos_policy checkpoint" in res.output
