@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from flywheel.compat import set_default_env  # noqa: E402
@@ -60,11 +62,32 @@ def engine_run(ray, suite: str, image_size: int, requests, workers: int, lake: P
     return stats.env_steps, stats.wall_s
 
 
+def placement_run(ray, suite: str, requests, placement: str, checkpoint: str) -> tuple[int, float, float]:
+    """Throughput of a tiny Cosmos Policy batched across 2 workers, policy in the driver or in an actor."""
+    from sims.factory import make_env
+    from tasks.batched_rollouts import PolicyHandle, run_batched
+    from tasks.rollout_engine import BehaviourSpec, RolloutEngine
+    from tasks.rollouts import load_cosmos_policy
+
+    engine = RolloutEngine(ray, functools.partial(make_env, suite, 64), BehaviourSpec("external"), num_workers=2)
+    handle = PolicyHandle(ray, functools.partial(load_cosmos_policy, checkpoint, False, 1, 1, 1), placement)
+    try:
+        engine.wait_ready()
+        run_batched(engine, handle, [dataclasses.replace(r, seed=20_000 + i) for i, r in enumerate(requests[:2])],
+                    None, "warm-up")
+        stats = run_batched(engine, handle, requests, None, "bench")
+    finally:
+        handle.close()
+        engine.shutdown()
+    return stats.env_steps, stats.wall_s, float(np.mean(handle.batch_sizes))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer episodes (about 2 minutes)")
     ap.add_argument("--suite", default="libero_object")
     ap.add_argument("--episodes", type=int, default=None, help="episodes per measurement (default 4 quick / 8 full)")
+    ap.add_argument("--skip-placement", action="store_true", help="skip the driver-vs-actor policy placement runs")
     args = ap.parse_args()
     n = args.episodes or (4 if args.quick else 8)
 
@@ -84,6 +107,16 @@ def main() -> None:
         one = engine_run(ray, args.suite, 64, requests, 1, Path(tmp) / "lake1")
         two = engine_run(ray, args.suite, 64, requests, 2, Path(tmp) / "lake2")
         bare.append(bare_loop(env, requests))  # bare measured before and after: machine drift hits both sides
+        if not args.skip_placement:
+            from cosmos_policy.checkpoint_io import save_untrained_checkpoint
+            from cosmos_policy.latent_layout import libero_layout
+
+            ckpt = str(save_untrained_checkpoint(Path(tmp) / "ckpt", libero_layout()))
+            model_reqs = [dataclasses.replace(r, policy="model", image_every=16) for r in requests[: max(2, n // 2)]]
+            runs = {"driver": [], "actor": []}
+            for placement in ("driver", "actor", "actor", "driver"):  # ABBA order against drift
+                runs[placement].append(placement_run(ray, args.suite, model_reqs, placement, ckpt))
+            drv, act = ([sum(x[0] for x in runs[p]), sum(x[1] for x in runs[p]), runs[p][0][2]] for p in ("driver", "actor"))
         env.close()
         ray.shutdown()
     bare_sps = sum(s for s, _ in bare) / sum(t for _, t in bare)
@@ -95,6 +128,12 @@ def main() -> None:
         "engine_overhead": round(1 - one_sps / bare_sps, 3), "scaling_2v1": round(two_sps / one_sps, 3),
         "goals": {"engine_overhead": "<= 0.15", "scaling_2v1": ">= 1.9"},
     }
+    if not args.skip_placement:
+        result.update({"model_driver_steps_per_s": round(drv[0] / drv[1], 1), "model_actor_steps_per_s": round(act[0] / act[1], 1),
+                       "driver_over_actor": round((drv[0] / drv[1]) / (act[0] / act[1]), 3),
+                       "model_mean_batch": round(drv[2], 2)})
+        print(f"tiny Cosmos Policy on 2 workers: driver {result['model_driver_steps_per_s']} steps/s, "
+              f"actor {result['model_actor_steps_per_s']} steps/s -> driver/actor = {result['driver_over_actor']}")
     print(f"bare env {bare_sps:.1f} steps/s | engine 1 worker {one_sps:.1f} | 2 workers {two_sps:.1f}")
     print(f"engine_overhead = {result['engine_overhead']}  scaling_2v1 = {result['scaling_2v1']}")
     print(json.dumps(result))

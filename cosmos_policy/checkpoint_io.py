@@ -106,3 +106,21 @@ def load_checkpoint(directory: str | Path, expected_layout: LatentLayout | None 
     model = model.to(device)
     model.eval()
     return model, NormalizationStats.from_dict(meta["normalization"])
+
+
+def save_untrained_checkpoint(directory: str | Path, layout: LatentLayout, preset: str = "tiny", seed: int = 0) -> Path:
+    """A randomly initialised checkpoint (placeholder normalisation in [-1, 1]) for smoke runs and benchmarks.
+
+    It is a real, loadable checkpoint of an *untrained* model: it exercises the whole rollout path but is not
+    expected to succeed at any task.
+    """
+    import numpy as np
+
+    from cosmos_policy.configuration_cosmos_policy import get_config
+    from cosmos_policy.normalization import compute_stats
+
+    torch.manual_seed(seed)
+    model = CosmosPolicyModel(get_config(preset, layout))
+    rng = np.random.default_rng(seed)
+    stats = compute_stats([rng.uniform(-1, 1, (64, layout.proprio_dim))], [rng.uniform(-1, 1, (64, layout.action_dim))])
+    return save_checkpoint(directory, model, stats)

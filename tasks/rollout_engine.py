@@ -157,14 +157,17 @@ class RolloutEngine:
         num_workers: environment actors (each reserves one CPU).
         max_episode_retries: retries of an episode whose worker died.
         max_restarts: Ray restarts per worker.
+        queue_depth: episodes in flight per worker (2 hides the driver's lake write behind the next episode).
     """
 
     def __init__(self, ray, env_factory: EnvFactory, behaviour: BehaviourSpec, num_workers: int = 2,
-                 max_episode_retries: int = 2, max_restarts: int = 4, worker_cpus: float = 1.0) -> None:
+                 max_episode_retries: int = 2, max_restarts: int = 4, worker_cpus: float = 1.0,
+                 queue_depth: int = 2) -> None:
         self.ray = ray
         remote_cls = ray.remote(num_cpus=worker_cpus, max_restarts=max_restarts, max_task_retries=0)(EnvWorker)
         self.workers = [remote_cls.remote(env_factory, behaviour, i) for i in range(num_workers)]
         self.max_episode_retries = max_episode_retries
+        self.queue_depth = queue_depth
         self._specs: dict[tuple[str, int], TaskSpec] = {}
         self._dims: tuple[int, int] | None = None
         self._alive = [True] * num_workers
@@ -201,18 +204,23 @@ class RolloutEngine:
         submitted = 0
 
         def fill() -> None:
-            """Give queued episodes to every live, idle worker."""
+            """Keep ``queue_depth`` episodes in flight on every live worker (the next one starts while the
+            driver writes the last one to the lake)."""
             nonlocal submitted
-            busy = {w for w, _, _ in pending.values()}
-            for i, worker in enumerate(self.workers):
-                if not queue:
-                    return
-                if self._alive[i] and i not in busy:
-                    req, attempt = queue.popleft()
-                    pending[worker.run_episode.remote(req)] = (i, req, attempt)
-                    submitted += 1
-                    if on_submit:
-                        on_submit(submitted, worker)
+            load = [0] * len(self.workers)
+            for w, _, _ in pending.values():
+                load[w] += 1
+            for depth in range(1, self.queue_depth + 1):
+                for i, worker in enumerate(self.workers):
+                    if not queue:
+                        return
+                    if self._alive[i] and load[i] < depth:
+                        req, attempt = queue.popleft()
+                        pending[worker.run_episode.remote(req)] = (i, req, attempt)
+                        load[i] += 1
+                        submitted += 1
+                        if on_submit:
+                            on_submit(submitted, worker)
 
         fill()
         while pending:
