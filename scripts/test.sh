@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export FLYWHEEL_HOME="${FLYWHEEL_HOME:-$(mktemp -d -t flywheel-test-XXXXXX)}"
-if [ $# -eq 0 ]; then set -- -m "not slow"; fi
+if [ $# -eq 0 ]; then
+  .venv/bin/ruff check .   # lint first: a style error fails like a test
+  set -- -m "not slow"
+fi
 # pytest exits 5 when no test ran: that fails this script like any other failure.
 exec .venv/bin/python -m pytest -q "$@"

@@ -19,6 +19,8 @@ This package knows nothing about torch, simulators, Prefect, Ray or MLflow.
 """
 
 from storage_schemas.keys import Source, Table
+from storage_schemas.layout import LakeLayout
+from storage_schemas.records import EpisodeData, EpisodeMeta, episodes_to_tables, rollout_episode_id
 from storage_schemas.schemas import (
     EPISODES_SCHEMA,
     EVALUATIONS_SCHEMA,
@@ -26,8 +28,6 @@ from storage_schemas.schemas import (
     STEPS_SCHEMA,
     schema_for,
 )
-from storage_schemas.records import EpisodeData, EpisodeMeta, episodes_to_tables, rollout_episode_id
-from storage_schemas.layout import LakeLayout
 from storage_schemas.writer import LakeError, LakeWriter
 
 __all__ = [

@@ -147,14 +147,14 @@ class EpisodeData:
         return (self.meta.gamma ** np.arange(T - 1, -1, -1, dtype=np.float64)).astype(np.float32)
 
 
-def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType = pa.float32()) -> pa.Array:
+def _list_array(arrays: Sequence[np.ndarray]) -> pa.Array:
     """Stack row blocks ``(T_i, D_i)`` into one list<float32> column without per-row Python work."""
     rows = [a.reshape(len(a), int(np.prod(a.shape[1:]))) for a in arrays]
     lengths = np.concatenate([np.full(len(r), r.shape[1], dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate([r.ravel() for r in rows]) if rows else np.zeros(0, np.float32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=value_type))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
 
 
 def _images_column(episodes: Sequence[EpisodeData]) -> pa.Array:
