@@ -59,6 +59,7 @@ class PickPlace:
         self._obj_z0 = 0.0
         self._last_obj_z = 0.0
         self._stall = 0
+        self._last_width = 1.0
 
     def _go(self, phase: str) -> None:
         self.phase, self._t, self._stall = phase, 0, 0
@@ -117,8 +118,11 @@ class PickPlace:
             if np.linalg.norm(err) < 0.008 or stalled or self._t > 60:
                 self._go("close")
             return servo(snap, gpos, gyaw, GRIP_OPEN, max_speed=0.6)
-        if self.phase == "close":
-            if self._t >= 10:
+        if self.phase == "close":  # until the fingers stop moving: lifting a half-closed grip tilts rim grasps
+            width = gripper_width(snap)
+            settled = self._t >= 10 and abs(width - self._last_width) < 0.0004
+            self._last_width = width
+            if settled or self._t >= 25:
                 self._hold_z = float(snap.eef_pos[2])
                 self._go("lift")
             return servo(snap, gpos, gyaw, GRIP_CLOSE)
