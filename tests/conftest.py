@@ -12,6 +12,8 @@ from flywheel.compat import set_default_env
 def pytest_configure(config: pytest.Config) -> None:
     set_default_env()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # Prefect's temporary server logs at interpreter exit, after CliRunner closed its streams: keep it quiet.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -104,3 +104,15 @@ def test_model_checkpoint_rollouts_batched(home, ray_local, tmp_path):
 def test_rollout_rejects_a_folder_that_is_not_a_checkpoint(home, tmp_path):
     res = runner.invoke(app, ["rollout", "--policy", str(tmp_path)])
     assert res.exit_code == 2 and "not a cosmos_policy checkpoint" in res.output
+
+
+def test_robocasa_fixture_rollout_three_cameras(home, ray_local):
+    res = runner.invoke(app, ["rollout", "--policy", "random", "--suite", "robocasa_fixture", "--tasks", "0",
+                              "--episodes", "2", "--profile", "smoke", "--set", "demos.image_every=50"])
+    assert res.exit_code == 0, res.output
+    eps = _query("select count(*) as n, min(len(cameras)) as cams, min(action_dim) as a, min(proprio_dim) as p, "
+                 "bool_and(instruction like '%not the benchmark%') as labelled from episodes where suite = 'robocasa_fixture'")
+    assert eps == [{"n": 2, "cams": 3, "a": 12, "p": 68, "labelled": True}]
+    views = _query("select min(cardinality(images)) as views, count(*) as rows from steps "
+                   "where images is not null and episode_id in (select episode_id from episodes where suite = 'robocasa_fixture')")
+    assert views[0]["views"] == 3 and views[0]["rows"] >= 4
