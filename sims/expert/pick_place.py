@@ -80,6 +80,18 @@ class PickPlace:
                 top = max(top, float(body.hi[2]))
         return top + CLEAR + hang
 
+    def _path_top(self, snap: SceneSnapshot, start: np.ndarray, goal: np.ndarray) -> float:
+        """Highest top of the other bodies within ~10 cm of the xy segment ``start``-``goal`` (-inf: none)."""
+        seg, top = goal - start, -np.inf
+        for name, body in list(snap.objects.items()) + list(snap.fixtures.items()):
+            if name == self.obj:
+                continue
+            c = footprint(body).center if name in snap.objects else body.center[:2]
+            u = np.clip(np.dot(c - start, seg) / max(np.dot(seg, seg), 1e-9), 0.0, 1.0)
+            if np.linalg.norm(start + u * seg - c) < 0.10 + float(np.max(body.half[:2])):
+                top = max(top, float(body.hi[2]))
+        return top
+
     def _steer(self, snap: SceneSnapshot, z: float) -> np.ndarray:
         """Site target that puts the held object's body position over the target xy at site height ``z``."""
         obj = snap.objects[self.obj]
@@ -104,8 +116,10 @@ class PickPlace:
             if np.linalg.norm(snap.eef_pos[:2] - gpos[:2]) < 0.02 or snap.eef_pos[2] > approach_z - 0.02:
                 self._go("approach")
             return servo(snap, np.array([*snap.eef_pos[:2], z + 0.01]), None, GRIP_OPEN)
-        if self.phase == "approach":
-            target = np.array([*gpos[:2], approach_z])
+        if self.phase == "approach":  # over obstacles on the way (e.g. a basket just filled), then down
+            far = np.linalg.norm(snap.eef_pos[:2] - gpos[:2]) > 0.03
+            z = max(approach_z, self._path_top(snap, snap.eef_pos[:2], gpos[:2]) + CLEAR) if far else approach_z
+            target = np.array([*gpos[:2], z])
             err = np.linalg.norm(snap.eef_pos - target)
             if (err < 0.015 and yaw_error(snap, gyaw) < 0.08) or self._t > 80:
                 self._go("descend")

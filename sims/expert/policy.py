@@ -24,6 +24,9 @@ from sims.expert.planner import Skill, UnsupportedGoalError, plan_skills
 from sims.scene import SceneSnapshot
 from sims.types import Observation
 
+SETTLE_TOL = 0.001  # m per step: objects moving less are at rest
+SETTLE_MAX = 60  # steps the expert waits at most for objects to come to rest before planning
+
 
 class PrivilegedEnv(Protocol):
     """What the expert needs from an environment (``LiberoEnv`` provides it)."""
@@ -68,6 +71,8 @@ class _Slot:
         self.rng = rng
         self.burst_left = 0
         self.burst_action = np.zeros(6, dtype=np.float32)
+        self.waited = 0  # steps spent waiting for objects to come to rest; -1 once they have
+        self._last_pos: dict[str, np.ndarray] = {}
         try:
             self.skills: list[Skill] = plan_skills(snap)
             self.error: str | None = None
@@ -75,14 +80,32 @@ class _Slot:
             self.skills, self.error = [], str(exc)
 
     def act(self, snap: SceneSnapshot) -> np.ndarray:
+        if not self._settled(snap):  # objects still falling (some init states drop them from ~0.5 m): hold
+            return servo(snap, snap.eef_pos, None, GRIP_OPEN)
         while self.skills and self.skills[0].finished:
             self.skills.pop(0)
         if not self.skills:  # done (or unsupported): hold still, gripper open
             return servo(snap, snap.eef_pos, None, GRIP_OPEN)
         return self.skills[0].act(snap)
 
+    def _settled(self, snap: SceneSnapshot) -> bool:
+        """True once no object moved more than ``SETTLE_TOL`` since the last step (or after ``SETTLE_MAX`` steps)."""
+        if self.waited < 0:
+            return True
+        pos = {name: body.pos.copy() for name, body in snap.objects.items()}
+        moved = max((float(np.abs(p - self._last_pos[n]).max()) for n, p in pos.items() if n in self._last_pos),
+                    default=np.inf)
+        self._last_pos = pos
+        self.waited += 1
+        if moved < SETTLE_TOL or self.waited > SETTLE_MAX:
+            self.waited = -1
+            return True
+        return False
+
     @property
     def phase(self) -> str:
+        if self.waited >= 0 and self.skills:
+            return "settle"
         return self.skills[0].phase if self.skills else ("unsupported" if self.error else "done")
 
 
