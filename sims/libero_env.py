@@ -36,13 +36,13 @@ from sims.libero_runtime import (
     task_info,
 )
 from sims.scene import BodyState, GeomIndex, SceneSnapshot, SiteState, parse_goal
-from sims.sim_state import render_at_state
+from sims.sim_state import RobosuiteCameras
 from sims.types import Observation, StepResult, TaskSpec
 
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 
 
-class LiberoEnv:
+class LiberoEnv(RobosuiteCameras):
     """One reusable LIBERO environment for one suite (rebuilds the scene only when the task changes).
 
     Args:
@@ -53,6 +53,7 @@ class LiberoEnv:
     """
 
     camera_names: tuple[str, ...] = tuple(LIBERO_CAMERAS)
+    _cameras = LIBERO_CAMERAS
     action_dim: int = 7
     proprio_dim: int = 9
 
@@ -141,26 +142,6 @@ class LiberoEnv:
         self._done = self._success or truncated
         obs = self._observation(render=render)
         return StepResult(obs, self._done, self._success, {"t": self._steps, "truncated": truncated})
-
-    def render(self) -> dict[str, np.ndarray]:
-        """Render every camera now: ``name -> (H, W, 3)`` uint8, upright."""
-        if self._env is None:
-            raise RuntimeError("no scene built yet: call reset() first")
-        sim, s = self._env.sim, self.image_size
-        return {
-            name: np.ascontiguousarray(sim.render(camera_name=cam, width=s, height=s)[::-1])
-            for name, cam in LIBERO_CAMERAS.items()
-        }
-
-    def save_state(self) -> np.ndarray:
-        """Cheap copy of the physics state (time, qpos, qvel) for :meth:`render_state`."""
-        if self._env is None:
-            raise RuntimeError("no scene built yet: call reset() first")
-        return np.array(self._env.sim.get_state().flatten())
-
-    def render_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        """Render every camera as the scene was at ``state`` (from :meth:`save_state`), then restore the present."""
-        return render_at_state(self._env.sim, state, self.render)
 
     def close(self) -> None:
         if self._env is not None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from sims._lazy import MissingPackageError, require_package
-from sims.sim_state import render_at_state
+from sims.sim_state import RobosuiteCameras
 from sims.types import Observation, StepResult, TaskSpec
 
 ROBOCASA_INSTALL_HINT = "rpent-robocasa365==1.0.1 with praxis-robosuite==1.5.2.post1"
@@ -71,7 +71,7 @@ def stock_assets_installed(root: str | None = None) -> bool:
     )
 
 
-class RoboCasaEnv:
+class RoboCasaEnv(RobosuiteCameras):
     """RoboCasa kitchen environment (stock task or offline fixture kitchen), reusable across episodes.
 
     Args:
@@ -83,6 +83,7 @@ class RoboCasaEnv:
     """
 
     camera_names: tuple[str, ...] = tuple(ROBOCASA_CAMERAS)
+    _cameras = ROBOCASA_CAMERAS
     action_dim: int = 12
     proprio_dim: int = 68
 
@@ -180,25 +181,6 @@ class RoboCasaEnv:
         return StepResult(
             self._observation(render), self._done, self._success, {"t": self._steps, "truncated": truncated}
         )
-
-    def render(self) -> dict[str, np.ndarray]:
-        if self._env is None:
-            raise RuntimeError("no scene built yet: call reset() first")
-        sim, s = self._env.sim, self.image_size
-        return {
-            n: np.ascontiguousarray(sim.render(camera_name=c, width=s, height=s)[::-1])
-            for n, c in ROBOCASA_CAMERAS.items()
-        }
-
-    def save_state(self) -> np.ndarray:
-        """Cheap copy of the physics state (time, qpos, qvel) for :meth:`render_state`."""
-        if self._env is None:
-            raise RuntimeError("no scene built yet: call reset() first")
-        return np.array(self._env.sim.get_state().flatten())
-
-    def render_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        """Render every camera as the scene was at ``state`` (from :meth:`save_state`), then restore the present."""
-        return render_at_state(self._env.sim, state, self.render)
 
     def close(self) -> None:
         if self._env is not None:

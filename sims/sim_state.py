@@ -1,4 +1,4 @@
-"""Rewinding a robosuite ``MjSim`` to render a past state (used by :func:`sims.demos.record_episode`)."""
+"""Camera rendering shared by the robosuite-based adapters, and rewinding an ``MjSim`` to render a past state."""
 
 from __future__ import annotations
 
@@ -23,3 +23,32 @@ def render_at_state(
     finally:
         sim.set_state_from_flattened(now)
         sim.forward()
+
+
+class RobosuiteCameras:
+    """Mixin for adapters over a robosuite env held in ``self._env``: on-demand upright renders and rewinds.
+
+    The adapter sets ``self.image_size`` and a ``_cameras`` mapping (our camera name -> robosuite camera).
+    """
+
+    _env: Any
+    _cameras: Mapping[str, str]
+    image_size: int
+
+    def render(self) -> dict[str, np.ndarray]:
+        """Render every camera now: ``name -> (H, W, 3)`` uint8, upright."""
+        if self._env is None:
+            raise RuntimeError("no scene built yet: call reset() first")
+        sim, s = self._env.sim, self.image_size
+        return {name: np.ascontiguousarray(sim.render(camera_name=cam, width=s, height=s)[::-1])
+                for name, cam in self._cameras.items()}
+
+    def save_state(self) -> np.ndarray:
+        """Cheap copy of the physics state (time, qpos, qvel) for :meth:`render_state`."""
+        if self._env is None:
+            raise RuntimeError("no scene built yet: call reset() first")
+        return np.array(self._env.sim.get_state().flatten())
+
+    def render_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Render every camera as the scene was at ``state`` (from :meth:`save_state`), then restore the present."""
+        return render_at_state(self._env.sim, state, self.render)
