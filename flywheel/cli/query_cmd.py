@@ -42,10 +42,19 @@ def print_table(table: pa.Table, fmt: str = "table", title: str | None = None) -
             console.print("[dim](no rows)[/]")
 
 
+FORMATS = ("table", "csv", "json")
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json")]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be table, csv or json (got {fmt!r})")
+
+
 @handle_errors
 def query(
     sql: Annotated[str, typer.Argument(help="Any SQL over the views episodes, steps, evaluations.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    fmt: FormatOpt = "table",
     home: HomeOpt = None,
 ) -> None:
     """Run SQL over the lake's DuckDB views and print the result."""
@@ -53,8 +62,7 @@ def query(
 
     from storage_schemas.views import connect
 
-    if fmt not in ("table", "csv", "json"):
-        raise UserError(f"--format must be table, csv or json (got {fmt!r})")
+    _check_format(fmt)
     _, ws = setup(home=home)
     con = connect(ws.lake)
     try:
@@ -68,14 +76,13 @@ def query(
 
 @handle_errors
 def report(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    fmt: FormatOpt = "table",
     home: HomeOpt = None,
 ) -> None:
     """Canned reports: success by suite x task x iteration x planning (Wilson 95% CI); length by outcome."""
     from storage_schemas.views import connect, run_reports
 
-    if fmt not in ("table", "csv", "json"):
-        raise UserError(f"--format must be table, csv or json (got {fmt!r})")
+    _check_format(fmt)
     _, ws = setup(home=home)
     for rep, table in run_reports(connect(ws.lake)):
         if fmt == "table":
