@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -21,19 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sims.demos import record_episode  # noqa: E402
 from sims.expert import ScriptedExpert, snapshot_supported  # noqa: E402
 from sims.libero_env import LiberoEnv  # noqa: E402
+from storage_schemas.stats import wilson_interval  # noqa: E402
 
 DEFAULT_SUITES = ("libero_object", "libero_spatial", "libero_goal", "libero_10")
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of k successes in n trials."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def run_suite(suite: str, per_task: int, tasks: list[int] | None, stride: int) -> dict:
@@ -85,7 +74,7 @@ def run_suite(suite: str, per_task: int, tasks: list[int] | None, stride: int) -
             )
     finally:
         env.close()
-    lo, hi = wilson(k_tot, n_tot)
+    lo, hi = wilson_interval(k_tot, n_tot)
     rate = k_tot / n_tot if n_tot else 0.0
     print(f"{suite:15s} supported tasks: {k_tot}/{n_tot} = {100 * rate:.1f}%  (Wilson 95% {lo:.3f}-{hi:.3f})")
     return {
