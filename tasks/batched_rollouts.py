@@ -16,7 +16,7 @@ from flywheel.recordings import EpisodeRequest, to_episode
 from sims.demos import EpisodeRecording
 from sims.types import Observation, Policy
 from storage_schemas import LakeWriter
-from tasks.rollout_engine import RolloutEngine, RolloutStats, failed_recording
+from tasks.rollout_engine import RolloutEngine, RolloutStats
 
 PolicyFactory = Callable[[], Policy]
 
@@ -104,20 +104,12 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
                 else:
                     obs, rec = ray.get(ref)
             except (RayActorError, RayTaskError) as exc:
-                if isinstance(exc, RayActorError):
-                    stats.worker_restarts += 1
-                    engine._await_restart(i)
-                slots.pop(i)
-                if attempt < engine.max_episode_retries:
-                    stats.retries += 1
-                    queue.appendleft((req, attempt + 1))
+                rec = engine.handle_failure(exc, i, req, attempt, stats, queue)
+                if rec is None:  # queued for a retry
+                    slots.pop(i)
                     start(i)
-                    continue
-                if engine._dims is None:
-                    engine.wait_ready()
-                slots[i] = (req, attempt)
-                finish(i, failed_recording(req, engine._spec(req), f"worker failed {attempt + 1} times: "
-                                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}", *engine._dims))
+                else:
+                    finish(i, rec)
                 continue
             if rec is not None:
                 finish(i, rec)

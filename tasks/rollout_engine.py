@@ -229,20 +229,12 @@ class RolloutEngine:
             try:
                 rec = ray.get(ready[0])
             except (RayActorError, RayTaskError) as exc:
-                if isinstance(exc, RayActorError):  # the worker died: wait for Ray to restart it
-                    stats.worker_restarts += 1
-                    self._await_restart(worker_index)
-                if attempt < self.max_episode_retries:
-                    stats.retries += 1
-                    queue.appendleft((req, attempt + 1))
+                rec = self.handle_failure(exc, worker_index, req, attempt, stats, queue)
+                if rec is None:  # queued for a retry
                     fill()
                     if not pending:
                         raise RuntimeError("every rollout worker died and could not be restarted") from exc
                     continue
-                if self._dims is None:
-                    self.wait_ready()
-                rec = failed_recording(req, self._spec(req), f"worker failed {attempt + 1} times: {type(exc).__name__}: "
-                                       f"{str(exc).splitlines()[0][:500]}", *self._dims)
             if writer is not None and (keep is None or keep(rec)):
                 writer.write_episodes([to_episode(rec, req, dataset_id, gamma)])
             stats.add(req, bool(rec.success) and rec.error is None, rec.length, rec.error)
@@ -253,6 +245,24 @@ class RolloutEngine:
         if writer is not None:
             writer.compact()
         return stats
+
+    def handle_failure(self, exc: Exception, worker_index: int, req: EpisodeRequest, attempt: int, stats: RolloutStats,
+                       queue: deque[tuple[EpisodeRequest, int]]) -> EpisodeRecording | None:
+        """A call on a worker failed: wait out a restart, then queue a retry (returns None) or, once retries are
+        used up, return the episode as a failed recording carrying the error."""
+        from ray.exceptions import RayActorError
+
+        if isinstance(exc, RayActorError):  # the worker died: wait for Ray to restart it
+            stats.worker_restarts += 1
+            self._await_restart(worker_index)
+        if attempt < self.max_episode_retries:
+            stats.retries += 1
+            queue.appendleft((req, attempt + 1))
+            return None
+        if self._dims is None:
+            self.wait_ready()
+        return failed_recording(req, self._spec(req), f"worker failed {attempt + 1} times: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:500]}", *self._dims)
 
     def _await_restart(self, worker_index: int, timeout: float = 600) -> bool:
         """Block until Ray restarted the worker (its environment rebuilt); False if it is gone for good."""

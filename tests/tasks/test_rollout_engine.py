@@ -118,3 +118,21 @@ def test_batched_policy_driver_and_actor(ray_local, tmp_path):
         assert [r[1] for r in rows] == [True, False, True, False] and all(r[2] == 10 for r in rows)
         assert max(handle.batch_sizes) == 2  # both workers' observations in one call
         assert handle.calls == 2 * 3  # two rounds of episodes, ceil(10 / 4) chunks each
+
+
+def test_batched_worker_abort_is_retried_and_raising_episode_recorded(ray_local, tmp_path):
+    from tasks.batched_rollouts import PolicyHandle, run_batched
+
+    writer = LakeWriter(tmp_path / "lake")
+    factory = functools.partial(FakeEnv, length=10, crash_on_init=2, abort_on_init=3, abort_marker=str(tmp_path / "once"))
+    engine = RolloutEngine(ray_local, factory, BehaviourSpec("external"), num_workers=2)
+    handle = PolicyHandle(ray_local, CountingPolicy, "driver")
+    try:
+        stats = run_batched(engine, handle, _requests(5), writer, dataset_id="t")
+    finally:
+        engine.shutdown()
+    rows = {r[0]: r for r in _lake_rows(writer)}
+    reqs = _requests(5)
+    assert len(rows) == 5 and stats.retries >= 1 and stats.worker_restarts >= 1
+    assert "fake simulator error" in rows[reqs[2].episode_id][3]
+    assert rows[reqs[3].episode_id][3] is None and rows[reqs[3].episode_id][2] == 10
