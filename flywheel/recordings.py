@@ -48,9 +48,7 @@ def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamm
         success=bool(rec.success) and rec.error is None, wall_time_s=float(rec.wall_time_s), gamma=gamma,
         error=rec.error,
     )
-    # Defensive: recordings made before record_episode kept rows aligned could have one extra observation.
-    n = min(len(rec.actions), len(rec.proprio))
-    images = {cam: {int(t): frames[i] for i, t in enumerate(rec.image_steps) if t < n}
+    # The recorder keeps rows aligned (len(proprio) == len(actions)); EpisodeData checks it.
+    images = {cam: {int(t): frames[i] for i, t in enumerate(rec.image_steps)}
               for cam, frames in rec.images.items() if len(frames)}
-    state = rec.object_state[:n] if rec.object_state is not None and len(rec.object_state) >= n else None
-    return EpisodeData(meta, np.asarray(rec.proprio)[:n], np.asarray(rec.actions)[:n], images, state)
+    return EpisodeData(meta, np.asarray(rec.proprio), np.asarray(rec.actions), images, rec.object_state)

@@ -9,7 +9,6 @@ whole chunk before it is queried again. ``benchmarks/bench_rollouts.py`` measure
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from flywheel.recordings import EpisodeRequest, to_episode
@@ -45,6 +44,11 @@ class PolicyHandle:
         self.calls = 0
         self.batch_sizes: list[int] = []
 
+    @property
+    def requires_images(self) -> bool:
+        """Whether query observations need camera images (a remote policy is assumed to need them)."""
+        return bool(getattr(self._local, "requires_images", True)) if self._local is not None else True
+
     def act(self, observations: Sequence[Observation], instructions: Sequence[str]):
         self.calls += 1
         self.batch_sizes.append(len(observations))
@@ -64,15 +68,12 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
     from ray.exceptions import RayActorError, RayTaskError
 
     ray = engine.ray
-    if len({r.episode_id for r in requests}) != len(requests):
-        raise ValueError("duplicate episode requests (same iteration, suite, task, init state, seed, policy)")
-    stats = RolloutStats(total=len(requests))
+    stats, queue = engine.start_run(requests)
     t0 = time.perf_counter()
-    queue: deque[tuple[EpisodeRequest, int]] = deque((r, 0) for r in requests)
     slots: dict[int, tuple[EpisodeRequest, int]] = {}  # worker -> its episode
     refs: dict[int, object] = {}  # worker -> outstanding begin/advance call
     instructions: dict[tuple[str, int], str] = {}
-    needs_images = bool(getattr(policy._local, "requires_images", True)) if policy._local is not None else True
+    needs_images = policy.requires_images
 
     def start(i: int) -> None:
         if queue and engine._alive[i]:

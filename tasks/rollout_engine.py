@@ -195,11 +195,8 @@ class RolloutEngine:
         from ray.exceptions import RayActorError, RayTaskError
 
         ray = self.ray
-        if len({r.episode_id for r in requests}) != len(requests):
-            raise ValueError("duplicate episode requests (same iteration, suite, task, init state, seed, policy)")
-        stats = RolloutStats(total=len(requests))
+        stats, queue = self.start_run(requests)
         t0 = time.perf_counter()
-        queue: deque[tuple[EpisodeRequest, int]] = deque((r, 0) for r in requests)
         pending: dict[object, tuple[int, EpisodeRequest, int]] = {}
         submitted = 0
 
@@ -245,6 +242,13 @@ class RolloutEngine:
         if writer is not None:
             writer.compact()
         return stats
+
+    @staticmethod
+    def start_run(requests: Sequence[EpisodeRequest]) -> tuple[RolloutStats, deque[tuple[EpisodeRequest, int]]]:
+        """Refuse duplicate requests; a fresh stats record and the (request, attempt) queue of a run."""
+        if len({r.episode_id for r in requests}) != len(requests):
+            raise ValueError("duplicate episode requests (same iteration, suite, task, init state, seed, policy)")
+        return RolloutStats(total=len(requests)), deque((r, 0) for r in requests)
 
     def handle_failure(self, exc: Exception, worker_index: int, req: EpisodeRequest, attempt: int, stats: RolloutStats,
                        queue: deque[tuple[EpisodeRequest, int]]) -> EpisodeRecording | None:
