@@ -167,7 +167,11 @@ class PlannerConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimiser and batch composition (SPEC §3.3, §3.5)."""
+    """Optimiser, learning-rate schedule and batch composition (SPEC §3.3, §3.5).
+
+    The schedule is linear warm-up over ``warmup_steps`` then ``"constant"`` (SPEC default) or ``"cosine"`` decay
+    to ``min_lr_ratio * lr`` at the run's last step (helps short runs settle).
+    """
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -176,11 +180,18 @@ class TrainConfig:
     batch_size: int = 32
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)
     bf16_autocast: bool = True
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.fractions = tuple(self.fractions)
         _check_positive(self, "lr", "grad_clip", "batch_size")
+        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"warmup_steps must be >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps} and "
+                             f"{self.min_lr_ratio}")
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
             raise ValueError(f"fractions (policy, world_model, value) must be 3 non-negative numbers summing to 1, "
                              f"got {self.fractions}")

@@ -94,6 +94,34 @@ def load_diffusers_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def pretrained_config(config: CosmosPolicyConfig, path: str | Path | None, vae_path: str | Path | None = None,
+                      t5_path: str | Path | None = None) -> CosmosPolicyConfig:
+    """``config`` with backbone, tokenizer and text settings taken from local pretrained folders.
+
+    ``path`` (transformer or pipeline folder, see :meth:`CosmosPolicyModel.from_pretrained`) sets the backbone
+    shape, and its ``vae/`` / ``text_encoder/`` subfolders the tokenizer / text encoder unless ``vae_path`` /
+    ``t5_path`` are given; ``path=None`` keeps the backbone. Raises ``FileNotFoundError`` for a missing config
+    and ``ValueError`` when the VAE's latent channels or the backbone do not fit the layout.
+    """
+    from dataclasses import replace
+
+    root = Path(path) if path is not None else None
+    backbone = backbone_config_from_diffusers(root, config.backbone) if root is not None else config.backbone
+    tokenizer, text = config.tokenizer, config.text
+    vae = Path(vae_path) if vae_path else (root / "vae" if root and (root / "vae" / "config.json").exists() else None)
+    if vae is not None:
+        if not (vae / "config.json").exists() and not (vae / "vae" / "config.json").exists():
+            raise FileNotFoundError(f"no AutoencoderKLWan config.json under {vae}")
+        vae_cfg = json.loads(((vae / "vae") if (vae / "vae" / "config.json").exists() else vae)
+                             .joinpath("config.json").read_text())
+        channels = int(vae_cfg.get("z_dim", 16))
+        tokenizer = replace(tokenizer, kind="wan", path=str(vae), latent_channels=channels)
+    t5 = Path(t5_path) if t5_path else (root if root and (root / "text_encoder" / "config.json").exists() else None)
+    if t5 is not None:
+        text = replace(text, t5_path=str(t5))
+    return replace(config, backbone=backbone, tokenizer=tokenizer, text=text)
+
+
 class CosmosPolicyModel(nn.Module):
     """Policy + world model + value function in one latent video diffusion transformer.
 
@@ -113,18 +141,19 @@ class CosmosPolicyModel(nn.Module):
         self.text_embedder = build_text_embedder(config.text, config.backbone.text_embed_dim)
 
     @classmethod
-    def from_pretrained_backbone(cls, config: CosmosPolicyConfig, path: str | Path,
-                                 device: torch.device | str = "cpu") -> CosmosPolicyModel:
+    def from_pretrained(cls, config: CosmosPolicyConfig, path: str | Path, vae_path: str | Path | None = None,
+                        t5_path: str | Path | None = None, device: torch.device | str = "cpu") -> CosmosPolicyModel:
         """Model whose transformer weights come from a local diffusers-format folder (e.g. Cosmos-Predict2 2B).
 
-        The backbone shape is read from the folder's ``config.json`` and replaces ``config.backbone``.
+        ``path`` is a transformer folder or a pipeline folder (``transformer/``, and optionally ``vae/``,
+        ``text_encoder/`` + ``tokenizer/``). The backbone shape is read from the transformer's ``config.json``;
+        the Wan VAE tokenizer and T5 text encoder are taken from ``vae_path`` / ``t5_path`` or else from the
+        pipeline's subfolders when present, and recorded in the returned model's config (so checkpoints saved
+        from it rebuild them). ``config`` supplies the layout, noise, sampler, planner and training settings.
         """
-        from dataclasses import replace
-
-        backbone = backbone_config_from_diffusers(path, config.backbone)
-        config = replace(config, backbone=backbone)
+        config = pretrained_config(config, path, vae_path, t5_path)
         with torch.device("meta"):
-            transformer = build_transformer(backbone, "meta")
+            transformer = build_transformer(config.backbone, "meta")
         transformer.load_state_dict(load_diffusers_state_dict(path), strict=True, assign=True)
         return cls(config, transformer=transformer.to(device))
 

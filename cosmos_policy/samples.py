@@ -82,6 +82,14 @@ class EpisodeLatents:
     length: int
     object_state: np.ndarray | None = None
 
+    @classmethod
+    def from_arrays(cls, episode: EpisodeArrays, latents: Mapping[str, np.ndarray]) -> EpisodeLatents:
+        """The episode's non-image arrays with ``latents`` in place of its images."""
+        return cls(latents, episode.image_steps, np.asarray(episode.proprio, np.float32),
+                   np.asarray(episode.actions, np.float32), bool(episode.success), episode.instruction,
+                   bool(episode.is_demo), int(episode.length or len(episode.actions)),
+                   None if episode.object_state is None else np.asarray(episode.object_state, np.float32))
+
 
 def encode_episode(tokenizer: Tokenizer, episode: EpisodeArrays, cameras: Sequence[str] | None = None,
                    dtype: np.dtype = np.float16, batch_size: int = 64) -> EpisodeLatents:
@@ -99,10 +107,7 @@ def encode_episode(tokenizer: Tokenizer, episode: EpisodeArrays, cameras: Sequen
         imgs = np.asarray(episode.images[cam])
         parts = [tokenizer.encode(imgs[s:s + batch_size]).numpy() for s in range(0, len(imgs), batch_size)]
         latents[cam] = np.concatenate(parts).astype(dtype)
-    return EpisodeLatents(latents, episode.image_steps, np.asarray(episode.proprio, np.float32),
-                          np.asarray(episode.actions, np.float32), bool(episode.success), episode.instruction,
-                          bool(episode.is_demo), int(episode.length or len(episode.actions)),
-                          None if episode.object_state is None else np.asarray(episode.object_state, np.float32))
+    return EpisodeLatents.from_arrays(episode, latents)
 
 
 def future_step(t: int, chunk_size: int, length: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -39,14 +40,34 @@ class HashTextEmbedder:
         return torch.stack([self.embed_one(s) for s in instructions])
 
 
-class T5TextEmbedder:
-    """T5 encoder embeddings (Cosmos-Predict2 uses T5-XXL, D = 1024) from a local folder, padded to L tokens."""
+def t5_folders(path: str | Path) -> tuple[Path, Path]:
+    """``(encoder folder, tokenizer folder)`` of a local T5: one folder holding both, or a diffusers pipeline
+    folder with ``text_encoder/`` and ``tokenizer/`` subfolders (as Cosmos-Predict2 ships)."""
+    root = Path(path)
+    if (root / "text_encoder" / "config.json").exists():
+        tok = root / "tokenizer" if (root / "tokenizer").is_dir() else root
+        return root / "text_encoder", tok
+    if not (root / "config.json").exists():
+        raise FileNotFoundError(f"no T5 encoder config.json under {path} (nor a text_encoder/ subfolder)")
+    return root, root
 
-    def __init__(self, path: str, num_tokens: int = 512, device: str | torch.device = "cpu") -> None:
+
+class T5TextEmbedder:
+    """T5 encoder embeddings (Cosmos-Predict2 uses T5-11B's encoder, D = 1024) from a local folder, padded to L tokens.
+
+    Args:
+        path: see :func:`t5_folders`.
+        num_tokens: L; longer instructions are truncated, shorter ones padded (padded positions are zero).
+        device: where the encoder runs.
+    """
+
+    def __init__(self, path: str | Path, num_tokens: int = 512, device: str | torch.device = "cpu") -> None:
         from transformers import AutoTokenizer, T5EncoderModel
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = T5EncoderModel.from_pretrained(path).to(device).eval()
+        encoder, tokenizer = t5_folders(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        self.model = T5EncoderModel.from_pretrained(str(encoder)).to(device).eval()
+        self.model.requires_grad_(False)
         self.num_tokens, self.device = num_tokens, torch.device(device)
         self.dim = int(self.model.config.d_model)
         self._cache: dict[str, torch.Tensor] = {}

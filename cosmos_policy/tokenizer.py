@@ -9,11 +9,13 @@ Two implementations behind one interface:
   8×8 patch) and a fixed orthonormal projection to C channels (the first three are the patch's mean R, G, B);
   ``decode`` applies the transpose (its pseudo-inverse), good enough for previews.
 
-Latents are meant to be computed once (at ingestion or rollout time) and cached as arrays.
+Latents are computed once per image and cached (:mod:`cosmos_policy.latent_cache`, keyed by ``fingerprint``).
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,6 +31,7 @@ class Tokenizer(Protocol):
 
     image_size: int
     latent_channels: int
+    fingerprint: str  # identifies the exact image → latent map (keys the latent cache)
 
     def encode(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(N, H, W, 3)`` uint8 → ``(N, C, image_size/8, image_size/8)`` float32 latents."""
@@ -78,6 +81,7 @@ class PixelShuffleTokenizer:
         basis, _ = torch.linalg.qr(torch.cat([dc, rand], dim=1)[:, :latent_channels])
         basis = basis * torch.sign((basis * torch.cat([dc, rand], dim=1)[:, :latent_channels]).sum(0, keepdim=True))
         self.projection = basis.T.float().contiguous()  # (C, 192), orthonormal rows
+        self.fingerprint = f"pixel_shuffle-v1-s{image_size}-c{latent_channels}-seed{seed}"
 
     @torch.no_grad()
     def encode(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -102,8 +106,6 @@ class WanVAETokenizer:
 
     def __init__(self, path: str, image_size: int = 224, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        from pathlib import Path
-
         folder = Path(path)
         if (folder / "vae" / "config.json").exists():
             folder = folder / "vae"
@@ -122,6 +124,7 @@ class WanVAETokenizer:
         shape = (1, self.latent_channels, 1, 1, 1)
         self.mean = torch.tensor(self.vae.config.latents_mean, dtype=torch.float32).view(shape)
         self.inv_std = 1.0 / torch.tensor(self.vae.config.latents_std, dtype=torch.float32).view(shape)
+        self.fingerprint = f"wan-{folder_digest(folder)}-s{image_size}-{str(dtype).removeprefix('torch.')}"
 
     @torch.no_grad()
     def encode(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -134,6 +137,17 @@ class WanVAETokenizer:
         lat = latents.float().cpu()[:, :, None] / self.inv_std + self.mean
         x = self.vae.decode(lat.to(self.device, self.dtype)).sample.float().cpu()
         return tensor_to_images(x[:, :, 0])
+
+
+def folder_digest(folder: Path) -> str:
+    """Short content digest of a weights folder (``config.json`` and every weights file; ~1 s per GB)."""
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu") -> Tokenizer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cosmos_policy.configuration_cosmos_policy import TrainConfig
@@ -19,6 +21,23 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def lr_factor(step: int, config: TrainConfig, total_steps: int) -> float:
+    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based) of a ``total_steps`` run."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    span = max(total_steps - config.warmup_steps - 1, 1)
+    progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                      total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` applying :func:`lr_factor`; call ``.step()`` after each optimiser step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, total_steps))
 
 
 def compute_loss(model: CosmosPolicyModel, batch: TrainingBatch, generator: torch.Generator | None = None

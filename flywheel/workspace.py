@@ -48,6 +48,11 @@ class Workspace:
         return self.home / "checkpoints"
 
     @property
+    def latent_cache(self) -> Path:
+        """Image latents per tokenizer fingerprint (:class:`cosmos_policy.latent_cache.LatentCache`)."""
+        return self.home / "cache" / "latents"
+
+    @property
     def libero_config(self) -> Path:
         return self.home / "libero"
 

@@ -8,6 +8,7 @@ from flywheel.cli import config_cmd
 from flywheel.cli.doctor_cmd import doctor
 from flywheel.cli.flow_cmds import collect
 from flywheel.cli.ingest_cmd import ingest
+from flywheel.cli.model_cmds import model_app
 from flywheel.cli.query_cmd import query, report
 from flywheel.cli.sim_cmds import demos_app, rollout
 
@@ -26,6 +27,7 @@ app.command()(report)
 app.command()(rollout)
 app.command()(collect)
 app.add_typer(demos_app, name="demos")
+app.add_typer(model_app, name="model")
 
 
 def main() -> None:

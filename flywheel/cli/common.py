@@ -29,10 +29,12 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from flywheel.episodes import EpisodeReadError
     from flywheel.ingest.common import IngestError
+    from flywheel.model_setup import ModelSetupError
     from storage_schemas.writer import LakeError
 
-    return (UserError, ConfigError, IngestError, LakeError, FileNotFoundError)
+    return (UserError, ConfigError, IngestError, LakeError, FileNotFoundError, ModelSetupError, EpisodeReadError)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

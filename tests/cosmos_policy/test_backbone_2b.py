@@ -39,7 +39,7 @@ def test_load_diffusers_folder_and_torch_only_padding_path(tmp_path, tiny_config
     from dataclasses import replace
 
     cfg = replace(tiny_config, backbone=replace(tiny_config.backbone, text_embed_dim=32, patch_size=(1, 2, 2)))
-    model = CosmosPolicyModel.from_pretrained_backbone(cfg, tmp_path).eval()
+    model = CosmosPolicyModel.from_pretrained(cfg, tmp_path).eval()
     assert model.config.backbone.padding_mask_channel and model.config.backbone.num_layers == 1
     assert isinstance(model.config.backbone, BackboneConfig)
 
@@ -59,4 +59,4 @@ def test_load_diffusers_folder_and_torch_only_padding_path(tmp_path, tiny_config
 
 def test_missing_folder_is_a_clear_error(tiny_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        CosmosPolicyModel.from_pretrained_backbone(tiny_config, tmp_path)
+        CosmosPolicyModel.from_pretrained(tiny_config, tmp_path)

@@ -2,6 +2,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from cosmos_policy.configuration_cosmos_policy import get_config
@@ -9,7 +10,7 @@ from cosmos_policy.latent_layout import libero_layout
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
 from cosmos_policy.planner import seeded_noise
 from cosmos_policy.samples import SampleSpec, build_batch, compose_batch_specs
-from cosmos_policy.train_step import compute_loss, make_optimizer, train_step
+from cosmos_policy.train_step import compute_loss, lr_factor, make_lr_scheduler, make_optimizer, train_step
 
 
 def test_optimizer_settings(tiny_model):
@@ -39,12 +40,37 @@ def test_train_step_metrics(tiny_config, episode_latents, stats):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_lr_schedule_warmup_cosine_and_constant():
+    cfg = replace(get_config("tiny").train, lr=1.0, lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.01)
+    factors = [lr_factor(i, cfg, 110) for i in range(110)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[10] == 1.0
+    assert abs(factors[-1] - 0.01) < 1e-9 and all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert lr_factor(5000, replace(cfg, lr_schedule="constant"), 110) == 1.0
+    model = torch.nn.Linear(2, 2)
+    opt = make_optimizer(model, cfg)
+    sched = make_lr_scheduler(opt, cfg, 110)
+    assert opt.param_groups[0]["lr"] == 0.1
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == 0.2
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        replace(cfg, lr_schedule="step")
+
+
+OVERFIT_STEPS = 600
+
+
 def test_overfit_cuts_action_and_value_error_tenfold(tokenizer):
     """The tiny model on 3 fixed samples cuts action L1 and value error >= 10x within a CPU minute.
 
-    Errors are those of the trained quantity, the denoiser's x_0 estimate after extraction, averaged over the
-    sampler's noise levels (80 ... 4) with fixed noise. The full sampled chunk is checked too (>= 5x): after one
-    minute its error is bounded by the final clean call at sigma_min = 4, where the tiny model is least accurate.
+    AdamW (lr 2e-3, 20 warm-up steps, cosine decay to 1% over 600 steps) on one thread, checked every 25 steps
+    from step 200; it stops once the errors have fallen 15x (8x sampled), or at 600 steps / 60 s (350 steps,
+    38 s here). Errors are those of the trained quantity, the denoiser's x_0 estimate after extraction, averaged over the sampler's noise levels
+    (80 ... 4) with fixed noise. The fully sampled chunk is checked too (>= 7x): its error has a floor the tiny
+    width cannot go under. The last call is at sigma_min = 4, where EDM's D = x/17 + 0.97 F passes 4/17 of the
+    input noise through unless F cancels it; a 4x4x16 patch holds 256 values but the tiny transformer is 128
+    wide, so F cannot, and averaging the ~9 tiled copies of the action leaves ~0.235/3 noise std, an L1 of ~0.06
+    (0.6 / 0.06 = 10x). The 2b preset (2048 wide, 64 values per patch) has no such floor.
     """
     from cosmos_policy.noise_schedule import sampling_sigmas
     from cosmos_policy.normalization import compute_stats
@@ -52,7 +78,7 @@ def test_overfit_cuts_action_and_value_error_tenfold(tokenizer):
     from tests.cosmos_policy.conftest import make_episode
 
     cfg = get_config("tiny", libero_layout())
-    cfg = replace(cfg, train=replace(cfg.train, lr=2e-3))
+    cfg = replace(cfg, train=replace(cfg.train, lr=2e-3, lr_schedule="cosine", warmup_steps=20, min_lr_ratio=0.01))
     torch.manual_seed(0)
     model = CosmosPolicyModel(cfg)
     rng = np.random.default_rng(0)
@@ -84,19 +110,21 @@ def test_overfit_cuts_action_and_value_error_tenfold(tokenizer):
 
     a0, v0, s0 = errors()
     opt = make_optimizer(model, cfg.train)
+    sched = make_lr_scheduler(opt, cfg.train, OVERFIT_STEPS)
     gen = torch.Generator().manual_seed(0)
     start, step = time.perf_counter(), 0
     a, v, s = a0, v0, s0
-    while time.perf_counter() - start < 60:
+    while step < OVERFIT_STEPS and time.perf_counter() - start < 60:
         train_step(model, opt, train_batch, gen)
+        sched.step()
         step += 1
         if step >= 200 and step % 25 == 0:
             a, v, s = errors()
             if a0 / a >= 15 and v0 / v >= 15 and s0 / s >= 8:
                 break
-    print(f"overfit: {step} steps in {time.perf_counter() - start:.1f}s; action L1 {a0:.3f} -> {a:.4f} "
-          f"({a0 / a:.1f}x), value error {v0:.3f} -> {v:.4f} ({v0 / v:.1f}x), sampled-chunk action L1 "
-          f"{s0:.3f} -> {s:.4f} ({s0 / s:.1f}x)")
+    train_s = time.perf_counter() - start
+    print(f"overfit: {step} steps in {train_s:.1f}s; action L1 {a0:.3f} -> {a:.4f} ({a0 / a:.1f}x), value "
+          f"error {v0:.3f} -> {v:.4f} ({v0 / v:.1f}x), sampled-chunk action L1 {s0:.3f} -> {s:.4f} ({s0 / s:.1f}x)")
     assert a0 / a >= 10, (a0, a)
     assert v0 / v >= 10, (v0, v)
-    assert s0 / s >= 5, (s0, s)
+    assert s0 / s >= 7, (s0, s)

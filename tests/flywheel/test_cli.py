@@ -10,7 +10,8 @@ from tests.fixtures.datasets import make_hdf5
 
 runner = CliRunner()
 
-COMMANDS = [[], ["config"], ["config", "show"], ["doctor"], ["ingest"], ["query"], ["report"]]
+COMMANDS = [[], ["config"], ["config", "show"], ["doctor"], ["ingest"], ["query"], ["report"], ["model"],
+            ["model", "init"], ["model", "latents"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

@@ -1,0 +1,129 @@
+"""On-disk latent cache: each episode's images are encoded once per tokenizer, then training reads latents.
+
+Layout: ``<root>/<tokenizer fingerprint>/<episode_id[:2]>/<episode_id>.safetensors`` with one tensor per camera
+(``(N, C, h, w)``), ``image_steps`` and a content digest of the images in the file's metadata. A hit needs the
+same tokenizer (fingerprint), the same cameras and the same image bytes (digest): an episode id rewritten with
+other images (a re-run rollout) is re-encoded, never served stale. Files are written to a temporary name and
+renamed, so a crash never leaves a half-written entry; a corrupt entry is treated as a miss and rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmos_policy.samples import EpisodeArrays, EpisodeLatents, encode_episode
+from cosmos_policy.tokenizer import Tokenizer
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def images_digest(episode: EpisodeArrays, cameras: Sequence[str]) -> str:
+    """sha256 over the image steps and the raw bytes of each camera's images (in camera order)."""
+    h = hashlib.sha256(np.asarray(episode.image_steps, np.int64).tobytes())
+    for cam in cameras:
+        imgs = np.ascontiguousarray(episode.images[cam])
+        h.update(f"{cam}:{imgs.shape}:{imgs.dtype}".encode())
+        h.update(imgs.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    """Hits (read from disk) and misses (encoded and written) since the cache object was made."""
+
+    hits: int = 0
+    misses: int = 0
+
+
+class LatentCache:
+    """Latents of episodes for one tokenizer.
+
+    Args:
+        root: cache folder (e.g. ``<lake>/cache/latents``); one subfolder per tokenizer fingerprint.
+        tokenizer: the tokenizer whose latents are cached (its ``fingerprint`` names the subfolder).
+        dtype: storage dtype (float16 halves disk and memory; latents are O(1) values).
+    """
+
+    def __init__(self, root: str | Path, tokenizer: Tokenizer, dtype: np.dtype = np.float16) -> None:
+        fingerprint = getattr(tokenizer, "fingerprint", None)
+        if not fingerprint:
+            raise ValueError(f"{type(tokenizer).__name__} has no 'fingerprint'; the cache cannot key its latents")
+        self.tokenizer = tokenizer
+        self.dtype = np.dtype(dtype)
+        self.folder = Path(root) / str(fingerprint)
+        self.stats = CacheStats()
+
+    def path(self, episode_id: str) -> Path:
+        if not _SAFE_ID.match(episode_id):
+            raise ValueError(f"episode id {episode_id!r} is not usable as a file name")
+        return self.folder / episode_id[:2] / f"{episode_id}.safetensors"
+
+    def __contains__(self, episode_id: str) -> bool:
+        return self.path(episode_id).exists()
+
+    def load(self, episode_id: str, cameras: Sequence[str], digest: str | None = None
+             ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+        """``(camera → latents, image_steps)`` or None when absent, unreadable, or for other cameras/images."""
+        from safetensors import safe_open
+
+        path = self.path(episode_id)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if digest is not None and meta.get("images_digest") != digest:
+                    return None
+                if any(f"camera/{c}" not in f.keys() for c in cameras):
+                    return None
+                latents = {c: f.get_tensor(f"camera/{c}").numpy() for c in cameras}
+                steps = f.get_tensor("image_steps").numpy()
+        except Exception:  # noqa: BLE001 - a truncated/corrupt file is a miss; it is rewritten
+            return None
+        return latents, steps
+
+    def store(self, episode_id: str, latents: dict[str, np.ndarray], image_steps: np.ndarray, digest: str) -> Path:
+        """Write one entry atomically (temp file + rename)."""
+        from safetensors.torch import save_file
+
+        path = self.path(episode_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"camera/{c}": torch.from_numpy(np.ascontiguousarray(v)) for c, v in latents.items()}
+        tensors["image_steps"] = torch.from_numpy(np.asarray(image_steps, np.int64))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"images_digest": digest, "fingerprint": self.folder.name})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def encode(self, episode_id: str, episode: EpisodeArrays, cameras: Sequence[str] | None = None
+               ) -> EpisodeLatents:
+        """The episode's latents: from the cache when present and current, else encoded once and stored."""
+        cams = list(cameras or episode.images)
+        missing = [c for c in cams if c not in episode.images]
+        if missing:
+            raise KeyError(f"episode {episode_id} has no images for cameras {missing} (has {sorted(episode.images)})")
+        digest = images_digest(episode, cams)
+        hit = self.load(episode_id, cams, digest)
+        if hit is not None:
+            self.stats.hits += 1
+            latents, _ = hit
+            return EpisodeLatents.from_arrays(episode, latents)
+        self.stats.misses += 1
+        encoded = encode_episode(self.tokenizer, episode, cams, dtype=self.dtype)
+        self.store(episode_id, dict(encoded.latents), encoded.image_steps, digest)
+        return encoded
+

@@ -1,0 +1,73 @@
+"""From the flywheel config to a Cosmos Policy model: layout per suite, size preset, local pretrained weights
+(Cosmos-Predict2 transformer, Wan VAE, T5), normalisation statistics from the lake's demonstrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosmos_policy.checkpoint_io import save_checkpoint
+from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig, get_config
+from cosmos_policy.latent_layout import LatentLayout, libero_layout, robocasa_layout
+from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel, pretrained_config
+from cosmos_policy.normalization import NormalizationStats
+from flywheel.config import FlywheelConfig
+from storage_schemas.layout import LakeLayout
+
+#: Image size (pixels) per preset; latents are 1/8 of it.
+PRESET_IMAGE_SIZE = {"tiny": 64, "2b": 224}
+
+
+class ModelSetupError(ValueError):
+    """The model cannot be set up from this config and lake (message says what to run)."""
+
+
+def layout_for_suite(suite: str, preset: str, chunk_size: int) -> LatentLayout:
+    """LIBERO suites → 2 cameras (9 frames); RoboCasa → 3 cameras (11 frames)."""
+    hw = PRESET_IMAGE_SIZE[preset] // 8
+    if suite.startswith("libero"):
+        return libero_layout(latent_hw=hw, chunk_size=chunk_size)
+    if suite.startswith("robocasa"):
+        return robocasa_layout(latent_hw=hw, chunk_size=chunk_size)
+    raise ModelSetupError(f"no model layout for suite {suite!r} (libero_* or robocasa*)")
+
+
+def model_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
+    """The model config for ``suite``: preset shape, or the shape of ``model.weights_path`` when given, with the
+    Wan VAE / T5 from ``model.vae_path`` / ``model.t5_path`` (or the weights folder's ``vae/`` and
+    ``text_encoder/``)."""
+    m = cfg.model
+    base = get_config(m.preset, layout_for_suite(suite, m.preset, m.chunk_size))
+    if m.weights_path is None:
+        if m.vae_path or m.t5_path:
+            return pretrained_config(base, None, m.vae_path, m.t5_path)
+        return base
+    return pretrained_config(base, m.weights_path, m.vae_path, m.t5_path)
+
+
+def build_model(cfg: FlywheelConfig, suite: str, seed: int = 0) -> CosmosPolicyModel:
+    """Pretrained weights when ``model.weights_path`` is set, else a randomly initialised preset."""
+    import torch
+
+    if cfg.model.weights_path is not None:
+        return CosmosPolicyModel.from_pretrained(model_config(cfg, suite), cfg.model.weights_path,
+                                                 cfg.model.vae_path, cfg.model.t5_path)
+    torch.manual_seed(seed)
+    return CosmosPolicyModel(model_config(cfg, suite))
+
+
+def suite_stats(lake: LakeLayout, suite: str) -> NormalizationStats:
+    """Demonstration min/max of ``suite`` (written by ingestion and demo generation)."""
+    path = lake.stats_path(suite)
+    if not path.exists():
+        raise ModelSetupError(f"no normalisation statistics for {suite!r} at {path}: add demonstrations first "
+                              f"(flywheel demos generate --suite {suite}, or flywheel ingest)")
+    import json
+
+    return NormalizationStats.from_dict(json.loads(path.read_text()))
+
+
+def init_checkpoint(cfg: FlywheelConfig, lake: LakeLayout, suite: str, out: str | Path, seed: int = 0) -> Path:
+    """Write the starting checkpoint of fine-tuning: the model of :func:`build_model` with the suite's stats."""
+    model = build_model(cfg, suite, seed)
+    return save_checkpoint(out, model, suite_stats(lake, suite),
+                           extra={"suite": suite, "init": str(cfg.model.weights_path or f"random:{seed}")})

@@ -1,0 +1,99 @@
+"""Lake → EpisodeArrays → cached latents, and starting checkpoints from the config (``flywheel model ...``)."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cosmos_policy.checkpoint_io import load_checkpoint, read_metadata
+from cosmos_policy.tokenizer import PixelShuffleTokenizer
+from flywheel.cli.app import app
+from flywheel.config import load_config
+from flywheel.episodes import EpisodeReadError, cache_latents, read_episode_arrays, select_episodes
+from flywheel.model_setup import ModelSetupError, layout_for_suite, model_config
+from storage_schemas import EpisodeData, EpisodeMeta, LakeWriter, rollout_episode_id
+from tests.fixtures.datasets import make_hdf5
+
+runner = CliRunner()
+CAMS = ("eye_in_hand", "agentview")
+
+
+def _episode(i: int, length: int, cams=CAMS, source: str = "demo") -> EpisodeData:
+    rng = np.random.default_rng(i)
+    meta = EpisodeMeta(episode_id=rollout_episode_id(source, 0, "libero_object", i, i, 0), source=source,
+                       suite="libero_object", task_id=i, instruction=f"task {i}", dataset_id="test", success=i != 1)
+    steps = sorted({0, length // 2, length - 1})
+    images = {c: {t: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for t in steps} for c in cams}
+    return EpisodeData(meta, rng.standard_normal((length, 9)), rng.standard_normal((length, 7)), images,
+                       object_state=rng.standard_normal((length, 4)))
+
+
+@pytest.fixture
+def lake(tmp_path):
+    writer = LakeWriter(tmp_path / "lake")
+    episodes = [_episode(i, 10 + i) for i in range(3)]
+    writer.write_episodes(episodes)
+    return writer.layout, episodes
+
+
+def test_lake_episodes_read_back_exactly(lake):
+    layout, written = lake
+    rows = select_episodes(layout)
+    assert rows.num_rows == 3 and select_episodes(layout, "success").num_rows == 2
+    got = dict(read_episode_arrays(layout, rows, CAMS, batch_size=2))  # batches cross episode boundaries
+    for ep in written:
+        arrays = got[ep.meta.episode_id]
+        assert arrays.length == len(ep.actions) and arrays.success == ep.meta.success and arrays.is_demo
+        assert np.array_equal(arrays.actions, ep.actions) and np.array_equal(arrays.proprio, ep.proprio)
+        assert np.array_equal(arrays.object_state, ep.object_state)
+        steps = sorted(ep.images["agentview"])
+        assert arrays.image_steps.tolist() == steps
+        for cam in CAMS:
+            assert np.array_equal(arrays.images[cam], np.stack([ep.images[cam][t] for t in steps]))
+    with pytest.raises(EpisodeReadError, match="lacks cameras \\['wrist'\\]"):
+        list(read_episode_arrays(layout, rows, ["wrist"]))
+
+
+def test_cache_latents_encodes_each_episode_once(lake, tmp_path):
+    layout, _ = lake
+    tok = PixelShuffleTokenizer(64, 16, 0)
+    first = cache_latents(layout, tok, tmp_path / "cache", CAMS, progress=False)
+    assert (first.hits, first.misses, len(first.latents)) == (0, 3, 3)
+    second = cache_latents(layout, tok, tmp_path / "cache", CAMS, progress=False)
+    assert (second.hits, second.misses) == (3, 0) and second.episode_ids == first.episode_ids
+    for a, b in zip(first.latents, second.latents, strict=True):
+        assert np.array_equal(a.latents["agentview"], b.latents["agentview"])
+    assert a.latents["agentview"].shape == (3, 16, 8, 8)
+
+
+def test_model_config_layouts_and_pretrained_folders(tmp_path):
+    cfg = load_config("smoke")
+    assert layout_for_suite("libero_goal", "tiny", 16).num_frames == 9
+    assert layout_for_suite("robocasa_fixture", "2b", 16).num_frames == 11
+    with pytest.raises(ModelSetupError, match="no model layout for suite 'metaworld'"):
+        layout_for_suite("metaworld", "tiny", 16)
+    assert model_config(cfg, "libero_object").tokenizer.kind == "pixel_shuffle"
+    bad = load_config("smoke", overrides=[f"model.vae_path={tmp_path / 'missing'}"])
+    with pytest.raises(FileNotFoundError, match="AutoencoderKLWan"):
+        model_config(bad, "libero_object")
+
+
+def test_cli_model_latents_and_init(home, tmp_path):
+    f = make_hdf5(tmp_path / "demos.hdf5", [6, 8], size=64)
+    assert runner.invoke(app, ["ingest", str(f), "--profile", "smoke"]).exit_code == 0
+    res = runner.invoke(app, ["model", "latents", "--suite", "libero_object", "--profile", "smoke"])
+    assert res.exit_code == 0, res.output
+    assert "2 episodes of libero_object: 2 encoded, 0 already cached" in res.output
+    res = runner.invoke(app, ["model", "latents", "--suite", "libero_object", "--profile", "smoke"])
+    assert "0 encoded, 2 already cached" in res.output, res.output
+    res = runner.invoke(app, ["model", "init", "--suite", "libero_object", "--profile", "smoke",
+                              "--out", str(tmp_path / "init")])
+    assert res.exit_code == 0, res.output
+    meta = read_metadata(tmp_path / "init")
+    assert meta["extra"] == {"suite": "libero_object", "init": "random:0"}
+    _, stats = load_checkpoint(tmp_path / "init", expected_layout=layout_for_suite("libero_object", "tiny", 16))
+    lake_stats = json.loads((home / "lake" / "meta" / "stats" / "libero_object.json").read_text())
+    assert np.allclose(stats.action.max, lake_stats["action"]["max"])
+    res = runner.invoke(app, ["model", "init", "--suite", "libero_spatial", "--profile", "smoke"])
+    assert res.exit_code == 2 and "no normalisation statistics for 'libero_spatial'" in res.output
