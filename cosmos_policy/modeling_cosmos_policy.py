@@ -57,6 +57,11 @@ def backbone_config_from_diffusers(path: str | Path, base: BackboneConfig) -> Ba
     torchvision.
     """
     cfg = json.loads((_transformer_folder(path) / "config.json").read_text())
+    unsupported = [k for k in ("use_crossattn_projection", "controlnet_block_every_n", "img_context_dim_in")
+                   if cfg.get(k)]
+    if unsupported:
+        raise ValueError(f"transformer config sets {unsupported}: only Cosmos-Predict2 Video2World-style "
+                         f"transformers (T5 cross-attention, no control/image-context branches) are supported")
     pad = bool(cfg.get("concat_padding_mask", True))
     latent = int(cfg["out_channels"])
     if int(cfg["in_channels"]) != latent + 1:

@@ -1,4 +1,5 @@
-"""Experience collection flow: scripted-expert demos -> lake -> behaviour-policy rollouts -> DuckDB report.
+"""Experience collection flow: scripted-expert demos -> lake -> behaviour-policy rollouts -> latent cache ->
+DuckDB report.
 
 The flywheel's data half, runnable today on the embedded defaults (Prefect ephemeral API, local Ray,
 local lake). Each task is idempotent by episode id, so re-running the flow after a crash resumes it.
@@ -11,6 +12,7 @@ from prefect import flow
 from flywheel.config import load_config
 from flywheel.workspace import Workspace
 from storage_schemas import Source
+from tasks.latents import latents_task
 from tasks.reports import report_task
 from tasks.rollouts import demos_task, rollout_task
 
@@ -20,11 +22,12 @@ def collect_flow(profile: str = "cpu", config_path: str | None = None, overrides
                  iteration: int = 0) -> dict:
     cfg = load_config(profile, config_path, overrides or [])
     ws = Workspace.from_env().ensure()
-    summaries = []
+    summaries, latents = [], []
     for suite in cfg.sim.suites:
         summaries.append(demos_task(cfg, ws, suite, cfg.demos.per_task, cfg.sim.tasks))
         noisy = round(cfg.rollout.episodes_per_task * cfg.rollout.expert_noise_share)
         for policy, n in (("noisy_expert", noisy), ("random", cfg.rollout.episodes_per_task - noisy)):
             if n:
                 summaries.append(rollout_task(cfg, ws, suite, policy, n, cfg.sim.tasks, iteration, Source.ROLLOUT))
-    return {"summaries": summaries, "report": report_task(ws)}
+        latents.append(latents_task(cfg, ws, suite))
+    return {"summaries": summaries, "latents": latents, "report": report_task(ws)}

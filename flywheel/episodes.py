@@ -102,6 +102,7 @@ class CachedLatents:
     latents: list[EpisodeLatents]
     hits: int
     misses: int
+    fingerprint: str
 
 
 def cache_latents(layout: LakeLayout, tokenizer: Tokenizer, cache_root: str | Path, cameras: Sequence[str],
@@ -123,4 +124,4 @@ def cache_latents(layout: LakeLayout, tokenizer: Tokenizer, cache_root: str | Pa
             out.append(cache.encode(episode_id, arrays, cameras))
             ids.append(episode_id)
             bar.update(task, advance=1, hits=cache.stats.hits)
-    return CachedLatents(ids, out, cache.stats.hits, cache.stats.misses)
+    return CachedLatents(ids, out, cache.stats.hits, cache.stats.misses, cache.folder.name)

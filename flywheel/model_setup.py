@@ -11,6 +11,7 @@ from cosmos_policy.latent_layout import LatentLayout, libero_layout, robocasa_la
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel, pretrained_config
 from cosmos_policy.normalization import NormalizationStats
 from flywheel.config import FlywheelConfig
+from flywheel.episodes import CachedLatents, cache_latents
 from storage_schemas.layout import LakeLayout
 
 #: Image size (pixels) per preset; latents are 1/8 of it.
@@ -64,6 +65,17 @@ def suite_stats(lake: LakeLayout, suite: str) -> NormalizationStats:
     import json
 
     return NormalizationStats.from_dict(json.loads(path.read_text()))
+
+
+def cache_suite_latents(cfg: FlywheelConfig, lake: LakeLayout, cache_root: str | Path, suite: str,
+                        where: str = "true", limit: int | None = None, progress: bool = True) -> CachedLatents:
+    """Encode (once) the images of every episode of ``suite`` with the configured model's tokenizer."""
+    from cosmos_policy.tokenizer import build_tokenizer
+
+    mcfg = model_config(cfg, suite)
+    quoted = suite.replace("'", "''")
+    return cache_latents(lake, build_tokenizer(mcfg.tokenizer), cache_root, mcfg.layout.camera_names,
+                         where=f"suite = '{quoted}' AND ({where})", limit=limit, progress=progress)
 
 
 def init_checkpoint(cfg: FlywheelConfig, lake: LakeLayout, suite: str, out: str | Path, seed: int = 0) -> Path:

@@ -40,17 +40,11 @@ def latents(
     profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
 ) -> None:
     """Encode every episode's images of a suite once with the model's tokenizer (cached; re-runs only read)."""
-    from cosmos_policy.tokenizer import build_tokenizer
-    from flywheel.episodes import cache_latents
-    from flywheel.model_setup import model_config
+    from flywheel.model_setup import cache_suite_latents
 
     if limit is not None and limit < 1:
         raise UserError("--limit must be >= 1")
     cfg, ws = setup(profile, config, set_, home)
-    mcfg = model_config(cfg, suite)
-    tokenizer = build_tokenizer(mcfg.tokenizer)
-    quoted = suite.replace("'", "''")
-    result = cache_latents(ws.lake, tokenizer, ws.latent_cache, mcfg.layout.camera_names,
-                           where=f"suite = '{quoted}' AND ({where})", limit=limit)
+    result = cache_suite_latents(cfg, ws.lake, ws.latent_cache, suite, where, limit)
     console.print(f"{len(result.episode_ids)} episodes of {suite}: {result.misses} encoded, {result.hits} already "
-                  f"cached ({tokenizer.fingerprint}) under {ws.latent_cache}")
+                  f"cached ({result.fingerprint}) under {ws.latent_cache}")

@@ -160,3 +160,8 @@ def test_pretrained_folder_errors_are_clear(pipeline_dir, tmp_path):
         CosmosPolicyModel.from_pretrained(base, tmp_path / "t8")
     with pytest.raises(ValueError, match="in_channels = out_channels \\+ 1"):
         CosmosPolicyModel.from_pretrained(base, pipeline_dir / "vae")
+    cfg_path = tmp_path / "t8" / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "in_channels": 17, "out_channels": 16,
+                                    "use_crossattn_projection": True}))
+    with pytest.raises(ValueError, match="only Cosmos-Predict2 Video2World-style"):
+        CosmosPolicyModel.from_pretrained(base, tmp_path / "t8")
