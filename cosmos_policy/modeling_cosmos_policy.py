@@ -179,8 +179,9 @@ class CosmosPolicyModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def encode_text(self, instructions: Sequence[str]) -> torch.Tensor:
-        """``B`` instructions → ``(B, L, D)`` text embeddings on the model's device."""
-        return self.text_embedder(instructions).to(self.device)
+        """``B`` instructions → ``(B, L, D)`` text embeddings on the model's device (a T5 encoder follows the
+        model to its device on first use)."""
+        return self.text_embedder.to(self.device)(instructions).to(self.device)
 
     def condition_masks(self, sample_type: SampleType, batch_size: int) -> torch.Tensor:
         """``(B, T')`` bool mask for one sample type."""

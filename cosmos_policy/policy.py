@@ -44,7 +44,7 @@ class CosmosPolicy:
                  camera_aliases: dict[str, str] | None = None) -> None:
         self.model = model.eval()
         self.stats = stats
-        self.tokenizer = tokenizer or build_tokenizer(model.config.tokenizer)
+        self.tokenizer = tokenizer or build_tokenizer(model.config.tokenizer, device=model.device)
         self.planning = planning
         self.planner = planner or model.config.planner
         self.direct_mode = direct_mode

@@ -39,6 +39,10 @@ class HashTextEmbedder:
         """``B`` strings → ``(B, L, D)``."""
         return torch.stack([self.embed_one(s) for s in instructions])
 
+    def to(self, device: str | torch.device) -> HashTextEmbedder:
+        """Nothing to move (tables are made on the CPU and moved by the caller)."""
+        return self
+
 
 def t5_folders(path: str | Path) -> tuple[Path, Path]:
     """``(encoder folder, tokenizer folder)`` of a local T5: one folder holding both, or a diffusers pipeline
@@ -58,7 +62,7 @@ class T5TextEmbedder:
     Args:
         path: see :func:`t5_folders`.
         num_tokens: L; longer instructions are truncated, shorter ones padded (padded positions are zero).
-        device: where the encoder runs.
+        device: where the encoder runs (see :meth:`to`; bfloat16 on CUDA, float32 elsewhere).
     """
 
     def __init__(self, path: str | Path, num_tokens: int = 512, device: str | torch.device = "cpu") -> None:
@@ -66,11 +70,21 @@ class T5TextEmbedder:
 
         encoder, tokenizer = t5_folders(path)
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-        self.model = T5EncoderModel.from_pretrained(str(encoder)).to(device).eval()
+        self.model = T5EncoderModel.from_pretrained(str(encoder)).eval()
         self.model.requires_grad_(False)
-        self.num_tokens, self.device = num_tokens, torch.device(device)
+        self.num_tokens, self.device = num_tokens, torch.device("cpu")
         self.dim = int(self.model.config.d_model)
         self._cache: dict[str, torch.Tensor] = {}
+        self.to(device)
+
+    def to(self, device: str | torch.device) -> T5TextEmbedder:
+        """Run the encoder on ``device`` (bfloat16 on CUDA: the 11B encoder is 19 GB in float32). Cached
+        embeddings are kept; they are float32 on the CPU and moved by the caller."""
+        device = torch.device(device)
+        if device != self.device:
+            self.model.to(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+            self.device = device
+        return self
 
     @torch.no_grad()
     def embed_one(self, instruction: str) -> torch.Tensor:
