@@ -23,7 +23,7 @@ def _episode(i: int, length: int, cams=CAMS, source: str = "demo") -> EpisodeDat
     rng = np.random.default_rng(i)
     meta = EpisodeMeta(episode_id=rollout_episode_id(source, 0, "libero_object", i, i, 0), source=source,
                        suite="libero_object", task_id=i, instruction=f"task {i}", dataset_id="test", success=i != 1)
-    steps = sorted({0, length // 2, length - 1})
+    steps = sorted(set(range(0, length, 4)) | {length - 1})  # rendered every 4 steps, like demos
     images = {c: {t: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for t in steps} for c in cams}
     return EpisodeData(meta, rng.standard_normal((length, 9)), rng.standard_normal((length, 7)), images,
                        object_state=rng.standard_normal((length, 4)))
@@ -64,7 +64,31 @@ def test_cache_latents_encodes_each_episode_once(lake, tmp_path):
     assert (second.hits, second.misses) == (3, 0) and second.episode_ids == first.episode_ids
     for a, b in zip(first.latents, second.latents, strict=True):
         assert np.array_equal(a.latents["agentview"], b.latents["agentview"])
-    assert a.latents["agentview"].shape == (3, 16, 8, 8)
+    assert a.latents["agentview"].shape == (len(a.image_steps), 16, 8, 8)
+
+
+def test_cached_lake_latents_feed_a_training_step(lake, tmp_path):
+    """The whole data path: lake → cached latents → mixed batch → one optimiser step with finite metrics."""
+    import torch
+
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.samples import build_batch, compose_batch_specs
+    from cosmos_policy.train_step import make_optimizer, train_step
+    from flywheel.model_setup import cache_suite_latents, suite_stats
+    from storage_schemas.stats import compute_suite_stats
+
+    layout, _ = lake
+    compute_suite_stats(layout, "libero_object")  # what ingestion / demo generation write
+    cfg = load_config("smoke")
+    cached = cache_suite_latents(cfg, layout, tmp_path / "cache", "libero_object", progress=False)
+    mcfg = model_config(cfg, "libero_object")
+    specs = compose_batch_specs(cached.latents, 6, mcfg.train.fractions, mcfg.layout.chunk_size,
+                                np.random.default_rng(0))
+    batch = build_batch(cached.latents, specs, mcfg.layout, suite_stats(layout, "libero_object"))
+    torch.manual_seed(0)
+    model = CosmosPolicyModel(mcfg)
+    metrics = train_step(model, make_optimizer(model, mcfg.train), batch, torch.Generator().manual_seed(0))
+    assert all(np.isfinite(metrics[k]) for k in ("loss", "action_l1", "value_mae", "grad_norm"))
 
 
 def test_model_config_layouts_and_pretrained_folders(tmp_path):
