@@ -10,9 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from cosmos_policy.latent_layout import LatentLayout, libero_layout
+
+
+def config_folder(path: str | Path, subfolder: str, what: str) -> Path:
+    """The folder holding a local model's ``config.json``: ``path`` itself, or ``path/subfolder`` (the layout of a
+    diffusers pipeline folder). Raises ``FileNotFoundError`` naming ``what`` when neither has one."""
+    folder = Path(path)
+    if (folder / subfolder / "config.json").exists():
+        return folder / subfolder
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no {what} config.json under {path} (nor a {subfolder}/ subfolder)")
+    return folder
 
 
 def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:

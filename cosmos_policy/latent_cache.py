@@ -71,8 +71,8 @@ class LatentCache:
         return self.path(episode_id).exists()
 
     def load(self, episode_id: str, cameras: Sequence[str], digest: str | None = None
-             ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-        """``(camera → latents, image_steps)`` or None when absent, unreadable, or for other cameras/images."""
+             ) -> dict[str, np.ndarray] | None:
+        """Camera → latents, or None when absent, unreadable, or stored for other cameras/images."""
         from safetensors import safe_open
 
         path = self.path(episode_id)
@@ -85,11 +85,9 @@ class LatentCache:
                     return None
                 if any(f"camera/{c}" not in f.keys() for c in cameras):
                     return None
-                latents = {c: f.get_tensor(f"camera/{c}").numpy() for c in cameras}
-                steps = f.get_tensor("image_steps").numpy()
+                return {c: f.get_tensor(f"camera/{c}").numpy() for c in cameras}
         except Exception:  # noqa: BLE001 - a truncated/corrupt file is a miss; it is rewritten
             return None
-        return latents, steps
 
     def store(self, episode_id: str, latents: dict[str, np.ndarray], image_steps: np.ndarray, digest: str) -> Path:
         """Write one entry atomically (temp file + rename)."""
@@ -117,10 +115,9 @@ class LatentCache:
         if missing:
             raise KeyError(f"episode {episode_id} has no images for cameras {missing} (has {sorted(episode.images)})")
         digest = images_digest(episode, cams)
-        hit = self.load(episode_id, cams, digest)
-        if hit is not None:
+        latents = self.load(episode_id, cams, digest)
+        if latents is not None:
             self.stats.hits += 1
-            latents, _ = hit
             return EpisodeLatents.from_arrays(episode, latents)
         self.stats.misses += 1
         encoded = encode_episode(self.tokenizer, episode, cams, dtype=self.dtype)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cosmos_policy.configuration_cosmos_policy import BackboneConfig, CosmosPolicyConfig
+from cosmos_policy.configuration_cosmos_policy import BackboneConfig, CosmosPolicyConfig, config_folder
 from cosmos_policy.denoiser import CosmosDenoiser
 from cosmos_policy.latent_layout import LatentLayout, SampleType, decode_value, extract, inject
 from cosmos_policy.noise_schedule import sampling_sigmas
@@ -78,12 +78,7 @@ def backbone_config_from_diffusers(path: str | Path, base: BackboneConfig) -> Ba
 
 
 def _transformer_folder(path: str | Path) -> Path:
-    folder = Path(path)
-    if (folder / "transformer" / "config.json").exists():
-        folder = folder / "transformer"
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"no diffusers transformer config.json under {path}")
-    return folder
+    return config_folder(path, "transformer", "diffusers transformer")
 
 
 def load_diffusers_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -115,12 +110,8 @@ def pretrained_config(config: CosmosPolicyConfig, path: str | Path | None, vae_p
     tokenizer, text = config.tokenizer, config.text
     vae = Path(vae_path) if vae_path else (root / "vae" if root and (root / "vae" / "config.json").exists() else None)
     if vae is not None:
-        if not (vae / "config.json").exists() and not (vae / "vae" / "config.json").exists():
-            raise FileNotFoundError(f"no AutoencoderKLWan config.json under {vae}")
-        vae_cfg = json.loads(((vae / "vae") if (vae / "vae" / "config.json").exists() else vae)
-                             .joinpath("config.json").read_text())
-        channels = int(vae_cfg.get("z_dim", 16))
-        tokenizer = replace(tokenizer, kind="wan", path=str(vae), latent_channels=channels)
+        vae_cfg = json.loads((config_folder(vae, "vae", "AutoencoderKLWan") / "config.json").read_text())
+        tokenizer = replace(tokenizer, kind="wan", path=str(vae), latent_channels=int(vae_cfg.get("z_dim", 16)))
     t5 = Path(t5_path) if t5_path else (root if root and (root / "text_encoder" / "config.json").exists() else None)
     if t5 is not None:
         text = replace(text, t5_path=str(t5))

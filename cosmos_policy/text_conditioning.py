@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cosmos_policy.configuration_cosmos_policy import TextConfig
+from cosmos_policy.configuration_cosmos_policy import TextConfig, config_folder
 
 
 class HashTextEmbedder:
@@ -48,12 +48,10 @@ def t5_folders(path: str | Path) -> tuple[Path, Path]:
     """``(encoder folder, tokenizer folder)`` of a local T5: one folder holding both, or a diffusers pipeline
     folder with ``text_encoder/`` and ``tokenizer/`` subfolders (as Cosmos-Predict2 ships)."""
     root = Path(path)
-    if (root / "text_encoder" / "config.json").exists():
-        tok = root / "tokenizer" if (root / "tokenizer").is_dir() else root
-        return root / "text_encoder", tok
-    if not (root / "config.json").exists():
-        raise FileNotFoundError(f"no T5 encoder config.json under {path} (nor a text_encoder/ subfolder)")
-    return root, root
+    encoder = config_folder(root, "text_encoder", "T5 encoder")
+    if encoder != root and (root / "tokenizer").is_dir():
+        return encoder, root / "tokenizer"
+    return encoder, root
 
 
 class T5TextEmbedder:

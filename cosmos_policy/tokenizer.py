@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosmos_policy.configuration_cosmos_policy import TokenizerConfig
+from cosmos_policy.configuration_cosmos_policy import TokenizerConfig, config_folder
 
 
 @runtime_checkable
@@ -106,11 +106,7 @@ class WanVAETokenizer:
 
     def __init__(self, path: str, image_size: int = 224, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        folder = Path(path)
-        if (folder / "vae" / "config.json").exists():
-            folder = folder / "vae"
-        if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"no AutoencoderKLWan config.json under {path}")
+        folder = config_folder(path, "vae", "AutoencoderKLWan")
         from cosmos_policy.modeling_cosmos_policy import prepare_diffusers_import
 
         prepare_diffusers_import()

@@ -32,26 +32,25 @@ def layout_for_suite(suite: str, preset: str, chunk_size: int) -> LatentLayout:
     raise ModelSetupError(f"no model layout for suite {suite!r} (libero_* or robocasa*)")
 
 
+def _preset_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
+    return get_config(cfg.model.preset, layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size))
+
+
 def model_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
     """The model config for ``suite``: preset shape, or the shape of ``model.weights_path`` when given, with the
     Wan VAE / T5 from ``model.vae_path`` / ``model.t5_path`` (or the weights folder's ``vae/`` and
     ``text_encoder/``)."""
     m = cfg.model
-    base = get_config(m.preset, layout_for_suite(suite, m.preset, m.chunk_size))
-    if m.weights_path is None:
-        if m.vae_path or m.t5_path:
-            return pretrained_config(base, None, m.vae_path, m.t5_path)
-        return base
-    return pretrained_config(base, m.weights_path, m.vae_path, m.t5_path)
+    return pretrained_config(_preset_config(cfg, suite), m.weights_path, m.vae_path, m.t5_path)
 
 
 def build_model(cfg: FlywheelConfig, suite: str, seed: int = 0) -> CosmosPolicyModel:
     """Pretrained weights when ``model.weights_path`` is set, else a randomly initialised preset."""
     import torch
 
-    if cfg.model.weights_path is not None:
-        return CosmosPolicyModel.from_pretrained(model_config(cfg, suite), cfg.model.weights_path,
-                                                 cfg.model.vae_path, cfg.model.t5_path)
+    m = cfg.model
+    if m.weights_path is not None:
+        return CosmosPolicyModel.from_pretrained(_preset_config(cfg, suite), m.weights_path, m.vae_path, m.t5_path)
     torch.manual_seed(seed)
     return CosmosPolicyModel(model_config(cfg, suite))
 
