@@ -177,12 +177,25 @@ class PlannerConfig:
         _check_choice("mode", self.mode, ("model_based", "q"))
 
 
+MixName = Literal["base", "refine"]
+
+
 @dataclass
 class TrainConfig:
-    """Optimiser, learning-rate schedule and batch composition (SPEC §3.3, §3.5).
+    """Optimiser, learning-rate schedule, length and batch composition of a training run (SPEC §3.3, §3.5).
 
-    The schedule is linear warm-up over ``warmup_steps`` then ``"constant"`` (SPEC default) or ``"cosine"`` decay
-    to ``min_lr_ratio * lr`` at the run's last step (helps short runs settle).
+    This is the one definition of the training hyperparameters: a size preset carries its recipe here, the
+    flywheel config only overrides fields, and the values a run actually used are saved in its checkpoint.
+
+    Attributes:
+        steps: optimiser steps of a base fine-tuning run (a refinement run's length is set by the caller).
+        fractions: (policy, world_model, value) shares of a base fine-tuning batch (50/25/25).
+        refine_rollout_fraction: share of a refinement batch drawn from rollouts as world-model/value samples; the
+            rest are demo policy samples (the 90/10 split).
+        balance_outcomes: draw refinement rollout samples half from successes, half from failures (reference);
+            ``False`` draws them uniformly.
+        lr_schedule: linear warm-up over ``warmup_steps`` then ``"constant"`` (SPEC default) or ``"cosine"``
+            decay to ``min_lr_ratio * lr`` at the run's last step (helps short runs settle).
     """
 
     lr: float = 1e-4
@@ -190,7 +203,10 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     batch_size: int = 32
+    steps: int = 40000
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    refine_rollout_fraction: float = 0.9
+    balance_outcomes: bool = True
     bf16_autocast: bool = True
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
@@ -199,7 +215,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.fractions = tuple(self.fractions)
-        _check_positive(self, "lr", "grad_clip", "batch_size")
+        _check_positive(self, "lr", "grad_clip", "batch_size", "steps")
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"warmup_steps must be >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps} and "
@@ -207,6 +223,17 @@ class TrainConfig:
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
             raise ValueError(f"fractions (policy, world_model, value) must be 3 non-negative numbers summing to 1, "
                              f"got {self.fractions}")
+        if not 0.0 <= self.refine_rollout_fraction <= 1.0:
+            raise ValueError(f"refine_rollout_fraction must be in [0, 1], got {self.refine_rollout_fraction}")
+
+    def mix_fractions(self, mix: MixName) -> tuple[float, float, float]:
+        """(policy, world_model, value) shares of a batch: ``base`` = :attr:`fractions`; ``refine`` = the rollout
+        share split evenly between world-model and value samples, the rest policy samples from demos."""
+        _check_choice("mix", mix, ("base", "refine"))
+        if mix == "base":
+            return self.fractions
+        r = self.refine_rollout_fraction
+        return (1.0 - r, r / 2, r / 2)
 
 
 @dataclass
@@ -299,7 +326,9 @@ def tiny_config(layout: LatentLayout | None = None, **overrides: Any) -> CosmosP
                                 rope_scale=(1.0, 1.0, 1.0),
                                 padding_mask_channel=False, fps=None),
         noise=NoiseConfig(preconditioning="edm", timestep_scale=1000.0),
-        train=TrainConfig(lr=5e-4, batch_size=16, bf16_autocast=False),
+        # The recipe that learned LIBERO-Object task 0 on a CPU (issue notes): lr 5e-4, warm-up, cosine decay.
+        train=TrainConfig(lr=5e-4, batch_size=16, steps=12000, bf16_autocast=False, lr_schedule="cosine",
+                          warmup_steps=200, min_lr_ratio=0.05),
         tokenizer=TokenizerConfig(image_size=layout.latent_height * 8),
         text=TextConfig(num_tokens=8),
         preset="tiny",

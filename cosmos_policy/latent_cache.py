@@ -36,6 +36,28 @@ def images_digest(episode: EpisodeArrays, cameras: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+def entry_path(folder: str | Path, episode_id: str) -> Path:
+    """Where one episode's entry lives in a fingerprint folder."""
+    if not _SAFE_ID.match(episode_id):
+        raise ValueError(f"episode id {episode_id!r} is not usable as a file name")
+    return Path(folder) / episode_id[:2] / f"{episode_id}.safetensors"
+
+
+def read_entry(folder: str | Path, episode_id: str, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Camera → latents and the image steps of one cached episode, without a tokenizer (e.g. on a data reader
+    that only reads what :meth:`LatentCache.encode` wrote). Raises ``FileNotFoundError`` / ``KeyError``."""
+    from safetensors import safe_open
+
+    path = entry_path(folder, episode_id)
+    if not path.exists():
+        raise FileNotFoundError(f"no cached latents for episode {episode_id} under {folder}")
+    with safe_open(str(path), framework="pt") as f:
+        missing = [c for c in cameras if f"camera/{c}" not in f.keys()]
+        if missing:
+            raise KeyError(f"cached latents of {episode_id} lack cameras {missing}")
+        return {c: f.get_tensor(f"camera/{c}").numpy() for c in cameras}, f.get_tensor("image_steps").numpy()
+
+
 @dataclass
 class CacheStats:
     """Hits (read from disk) and misses (encoded and written) since the cache object was made."""
@@ -63,9 +85,7 @@ class LatentCache:
         self.stats = CacheStats()
 
     def path(self, episode_id: str) -> Path:
-        if not _SAFE_ID.match(episode_id):
-            raise ValueError(f"episode id {episode_id!r} is not usable as a file name")
-        return self.folder / episode_id[:2] / f"{episode_id}.safetensors"
+        return entry_path(self.folder, episode_id)
 
     def __contains__(self, episode_id: str) -> bool:
         return self.path(episode_id).exists()

@@ -125,16 +125,19 @@ class CosmosPolicyModel(nn.Module):
         config: full model config (layout, backbone, noise, sampler, ...).
         transformer: optional pre-built transformer (e.g. loaded weights); built from ``config`` otherwise.
         device: where to build it (``"meta"`` for shape checks).
+        text_embedder: optional pre-built text embedder (e.g. a
+            :class:`~cosmos_policy.text_conditioning.PrecomputedTextEmbedder` on a training worker without T5);
+            built from ``config.text`` otherwise.
     """
 
     def __init__(self, config: CosmosPolicyConfig, transformer: nn.Module | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, text_embedder: object | None = None) -> None:
         super().__init__()
         self.config = config
         transformer = transformer if transformer is not None else build_transformer(config.backbone, device)
         self.denoiser = CosmosDenoiser(transformer, config.noise, config.backbone.padding_mask_channel,
                                        config.backbone.fps)
-        self.text_embedder = build_text_embedder(config.text, config.backbone.text_embed_dim)
+        self.text_embedder = text_embedder or build_text_embedder(config.text, config.backbone.text_embed_dim)
 
     @classmethod
     def from_pretrained(cls, config: CosmosPolicyConfig, path: str | Path, vae_path: str | Path | None = None,

@@ -160,15 +160,22 @@ def compose_batch_specs(episodes: Sequence[EpisodeLatents], batch_size: int,
         raise ValueError("policy fraction > 0 but no demo samples are available")
     if not rollouts and fractions[0] < 1:
         raise ValueError("no samples available for world-model/value types")
-    counts = np.floor(np.asarray(fractions) * batch_size).astype(int)
-    for i in np.argsort(-(np.asarray(fractions) * batch_size - counts))[: batch_size - counts.sum()]:
-        counts[i] += 1
+    counts = mix_counts(fractions, batch_size)
     specs: list[SampleSpec] = []
     for sample_type, count in zip(SAMPLE_TYPES, counts, strict=True):
         pool = demos if sample_type == "policy" else rollouts
         for k in rng.integers(0, len(pool), size=int(count)) if count else []:
             specs.append(SampleSpec(pool[k][0], pool[k][1], sample_type))
     return specs
+
+
+def mix_counts(fractions: Sequence[float], batch_size: int) -> np.ndarray:
+    """Samples per type for a batch: ``fractions * batch_size`` rounded (largest remainders) to sum exactly."""
+    exact = np.asarray(fractions, dtype=np.float64) * batch_size
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: batch_size - counts.sum()]:
+        counts[i] += 1
+    return counts
 
 
 @dataclass
@@ -182,6 +189,7 @@ class TrainingBatch:
         actions: ``(B, K, A)`` normalised action targets.
         values: ``(B,)`` value targets in [-1, 1].
         instructions: B strings.
+        text: optional ``(B, L, D)`` precomputed text embeddings (otherwise the model encodes ``instructions``).
     """
 
     latents: torch.Tensor
@@ -190,55 +198,101 @@ class TrainingBatch:
     actions: torch.Tensor
     values: torch.Tensor
     instructions: list[str]
+    text: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> TrainingBatch:
         return TrainingBatch(self.latents.to(device), self.cond_mask.to(device), self.sample_type.to(device),
-                             self.actions.to(device), self.values.to(device), self.instructions)
+                             self.actions.to(device), self.values.to(device), self.instructions,
+                             None if self.text is None else self.text.to(device))
 
     def __len__(self) -> int:
         return self.latents.shape[0]
 
 
-def _latent_at(ep: EpisodeLatents, cam: str, t: int) -> np.ndarray:
-    pos = int(np.searchsorted(ep.image_steps, t))
-    if pos >= len(ep.image_steps) or ep.image_steps[pos] != t:
-        raise ValueError(f"no image at step {t} (image_steps {ep.image_steps.tolist()})")
-    return ep.latents[cam][pos]
+def _image_positions(ep: EpisodeLatents, steps: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(ep.image_steps, steps)
+    bad = (pos >= len(ep.image_steps)) | (ep.image_steps[np.minimum(pos, len(ep.image_steps) - 1)] != steps)
+    if bad.any():
+        raise ValueError(f"no image at steps {steps[bad].tolist()} (image_steps {ep.image_steps.tolist()})")
+    return pos
+
+
+def sample_rows(ep: EpisodeLatents, layout: LatentLayout, gamma: float = 0.99,
+                steps: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Columnar training samples of one episode, one row per step (default: every :func:`valid_steps`).
+
+    Rows hold raw units (normalisation happens in :func:`batch_from_rows`, with the checkpoint's statistics), so
+    they can be stored or streamed (e.g. as Ray Data blocks) independently of any model.
+
+    Returns:
+        ``t`` ``(n,)``; ``latent.<cam>`` / ``future_latent.<cam>`` ``(n, C, h, w)``; ``proprio`` /
+        ``future_proprio`` ``(n, P)``; ``actions`` ``(n, K, A)`` (past the end the last action repeats);
+        ``value`` ``(n,)`` target in [-1, 1]; ``success`` / ``is_demo`` ``(n,)`` bool; ``instruction`` ``(n,)``
+        str; ``object_state`` ``(n, S)`` when the layout has that slot.
+    """
+    k = layout.chunk_size
+    ts = valid_steps(ep, k) if steps is None else np.asarray(steps, dtype=np.int64)
+    tf = np.minimum(ts + k, ep.length - 1)
+    pos, fpos = _image_positions(ep, ts), _image_positions(ep, tf)
+    rows: dict[str, np.ndarray] = {"t": ts}
+    for c in layout.camera_names:
+        rows[f"latent.{c}"] = np.asarray(ep.latents[c])[pos]
+        rows[f"future_latent.{c}"] = np.asarray(ep.latents[c])[fpos]
+    rows["proprio"] = np.asarray(ep.proprio, np.float32)[ts]
+    rows["future_proprio"] = np.asarray(ep.proprio, np.float32)[tf]
+    chunk = np.minimum(ts[:, None] + np.arange(k)[None, :], ep.length - 1)
+    rows["actions"] = np.asarray(ep.actions, np.float32)[chunk]
+    rows["value"] = np.array([value_target(int(f), ep.length, ep.success, gamma) for f in tf], np.float32)
+    rows["success"] = np.full(len(ts), bool(ep.success))
+    rows["is_demo"] = np.full(len(ts), bool(ep.is_demo))
+    rows["instruction"] = np.array([ep.instruction] * len(ts), dtype=object)
+    if layout.object_state_dim:
+        if ep.object_state is None:
+            raise ValueError("layout has an object_state slot: episodes need object_state")
+        rows["object_state"] = np.asarray(ep.object_state, np.float32)[ts]
+    return rows
+
+
+def concat_rows(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate columnar row dicts with the same keys."""
+    return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in parts[0]}
+
+
+def batch_from_rows(rows: Mapping[str, np.ndarray], sample_types: Sequence[SampleType], layout: LatentLayout,
+                    stats: NormalizationStats) -> TrainingBatch:
+    """Rows of :func:`sample_rows` (any order, any source) → a :class:`TrainingBatch` (injection + masks).
+
+    Args:
+        rows: columnar samples (``len(sample_types)`` rows).
+        sample_types: what each row trains (policy / world_model / value).
+        layout: frame layout.
+        stats: normalisation statistics (demonstration min/max).
+    """
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    n = len(sample_types)
+    if len(rows["t"]) != n:
+        raise ValueError(f"{len(rows['t'])} rows for {n} sample types")
+    obj = None
+    if layout.object_state_dim:
+        if "object_state" not in rows or stats.object_state is None:
+            raise ValueError("layout has an object_state slot: rows and stats need object_state")
+        obj = tensor(stats.object_state.normalize(rows["object_state"]))
+    actions = tensor(stats.action.normalize(rows["actions"]))
+    values = tensor(rows["value"])
+    latents = assemble_latents(
+        layout, {c: tensor(rows[f"latent.{c}"]) for c in layout.camera_names},
+        tensor(stats.proprio.normalize(rows["proprio"])), obj, actions,
+        {c: tensor(rows[f"future_latent.{c}"]) for c in layout.camera_names},
+        tensor(stats.proprio.normalize(rows["future_proprio"])), values)
+    return TrainingBatch(latents, layout.condition_masks(list(sample_types)),
+                         torch.tensor([SAMPLE_TYPE_IDS[t] for t in sample_types], dtype=torch.long), actions, values,
+                         [str(x) for x in rows["instruction"]])
 
 
 def build_batch(episodes: Sequence[EpisodeLatents], specs: Sequence[SampleSpec], layout: LatentLayout,
                 stats: NormalizationStats, gamma: float = 0.99) -> TrainingBatch:
     """Turn sample specs into tensors (injection + masks); no tokenizer call."""
-    k = layout.chunk_size
-    cams: dict[str, list[np.ndarray]] = {c: [] for c in layout.camera_names}
-    fcams: dict[str, list[np.ndarray]] = {c: [] for c in layout.camera_names}
-    prop, fprop, obj, acts, vals, instr = [], [], [], [], [], []
-    for spec in specs:
-        ep = episodes[spec.episode]
-        t, tf = spec.t, future_step(spec.t, k, ep.length)
-        for c in layout.camera_names:
-            cams[c].append(_latent_at(ep, c, t))
-            fcams[c].append(_latent_at(ep, c, tf))
-        prop.append(ep.proprio[t])
-        fprop.append(ep.proprio[tf])
-        idx = np.minimum(np.arange(t, t + k), ep.length - 1)
-        acts.append(ep.actions[idx])
-        vals.append(value_target(tf, ep.length, ep.success, gamma))
-        instr.append(ep.instruction)
-        if layout.object_state_dim:
-            if ep.object_state is None or stats.object_state is None:
-                raise ValueError("layout has an object_state slot: episodes and stats need object_state")
-            obj.append(stats.object_state.normalize(ep.object_state[t]))
-
-    def stack(xs: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(xs).astype(np.float32))
-
-    actions = stack([stats.action.normalize(a) for a in acts])
-    values = torch.tensor(vals, dtype=torch.float32)
-    latents = assemble_latents(
-        layout, {c: stack(v) for c, v in cams.items()}, stack([stats.proprio.normalize(p) for p in prop]),
-        stack(obj) if obj else None, actions, {c: stack(v) for c, v in fcams.items()},
-        stack([stats.proprio.normalize(p) for p in fprop]), values)
-    types = [s.sample_type for s in specs]
-    return TrainingBatch(latents, layout.condition_masks(types),
-                         torch.tensor([SAMPLE_TYPE_IDS[t] for t in types], dtype=torch.long), actions, values, instr)
+    rows = concat_rows([sample_rows(episodes[s.episode], layout, gamma, [s.t]) for s in specs])
+    return batch_from_rows(rows, [s.sample_type for s in specs], layout, stats)

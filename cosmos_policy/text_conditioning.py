@@ -44,6 +44,26 @@ class HashTextEmbedder:
         return self
 
 
+class PrecomputedTextEmbedder:
+    """Embeddings computed elsewhere (e.g. by the driver's T5, then shipped to training workers that have no T5).
+
+    Args:
+        table: instruction → ``(L, D)`` tensor; an instruction outside it raises ``KeyError``.
+    """
+
+    def __init__(self, table: dict[str, torch.Tensor]) -> None:
+        self.table = dict(table)
+
+    def __call__(self, instructions: Sequence[str]) -> torch.Tensor:
+        missing = sorted({s for s in instructions if s not in self.table})
+        if missing:
+            raise KeyError(f"no precomputed text embedding for {missing}")
+        return torch.stack([self.table[s] for s in instructions])
+
+    def to(self, device: str | torch.device) -> PrecomputedTextEmbedder:
+        return self
+
+
 def t5_folders(path: str | Path) -> tuple[Path, Path]:
     """``(encoder folder, tokenizer folder)`` of a local T5: one folder holding both, or a diffusers pipeline
     folder with ``text_encoder/`` and ``tokenizer/`` subfolders (as Cosmos-Predict2 ships)."""

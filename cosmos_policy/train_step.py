@@ -64,7 +64,7 @@ def compute_loss(model: CosmosPolicyModel, batch: TrainingBatch, generator: torc
                                     sigma_min=cfg.sigma_train_min, sigma_max=cfg.sigma_train_max,
                                     generator=generator, device=device)
     noise = torch.randn(batch.latents.shape, generator=generator, device=device)
-    text = model.encode_text(batch.instructions)
+    text = batch.text if batch.text is not None else model.encode_text(batch.instructions)
     use_autocast = model.config.train.bf16_autocast and device.type == "cuda"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
         per_sample, denoised = model.denoiser.loss(batch.latents, batch.cond_mask, text, sigma, noise)
@@ -89,16 +89,34 @@ def compute_loss(model: CosmosPolicyModel, batch: TrainingBatch, generator: torc
     return loss, metrics
 
 
+class TrainingLoss(torch.nn.Module):
+    """:func:`compute_loss` as a module, so a data-parallel wrapper (``DistributedDataParallel``) can own the
+    forward pass: ``forward(batch, generator) -> (loss, metrics)``."""
+
+    def __init__(self, model: CosmosPolicyModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: TrainingBatch, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        return compute_loss(self.model, batch, generator)
+
+
 def train_step(model: CosmosPolicyModel, optimizer: torch.optim.Optimizer, batch: TrainingBatch,
-               generator: torch.Generator | None = None, grad_clip: float | None = None) -> dict[str, float]:
+               generator: torch.Generator | None = None, grad_clip: float | None = None,
+               loss_module: torch.nn.Module | None = None) -> dict[str, float]:
     """One optimisation step: loss, backward, gradient clipping (1.0), AdamW update.
+
+    Args:
+        loss_module: computes ``(loss, metrics)`` instead of :func:`compute_loss`, e.g. a
+            ``DistributedDataParallel`` around :class:`TrainingLoss` (gradients are then averaged across ranks).
 
     Returns:
         metrics of :func:`compute_loss` plus ``grad_norm``.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss, metrics = compute_loss(model, batch, generator)
+    loss, metrics = loss_module(batch, generator) if loss_module is not None else compute_loss(model, batch, generator)
     loss.backward()
     clip = grad_clip if grad_clip is not None else model.config.train.grad_clip
     metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))

@@ -50,24 +50,53 @@ class ModelConfig(_Section):
     weights_path: Path | None = None  # local diffusers-format folder with Cosmos-Predict2 weights
     vae_path: Path | None = None  # local AutoencoderKLWan folder; None = fast deterministic stand-in
     t5_path: Path | None = None  # local T5 encoder; None = fixed per-task embeddings
+    # A weights_path folder without vae/ or text_encoder/ is refused unless stand-ins are allowed explicitly.
+    allow_stand_ins: bool = False
     chunk_size: int = Field(16, ge=1)
     gamma: float = Field(0.99, gt=0, le=1)
 
 
 class TrainConfig(_Section):
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    num_workers: int = Field(1, ge=1)  # Ray Train workers
-    policy_fraction: float = Field(0.5, ge=0, le=1)
-    checkpoint_every: int = Field(100, ge=1)
+    """Training run settings. Hyperparameters left ``None`` take the model preset's recipe
+    (``cosmos_policy.configuration_cosmos_policy.TrainConfig``, the one definition); the values a run used are
+    recorded in its checkpoint and MLflow run."""
+
+    steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # global batch, split evenly across workers
+    lr: float | None = Field(None, gt=0)
+    lr_schedule: Literal["constant", "cosine"] | None = None
+    warmup_steps: int | None = Field(None, ge=0)
+    min_lr_ratio: float | None = Field(None, ge=0, le=1)
+    weight_decay: float | None = Field(None, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    fractions: tuple[float, float, float] | None = None  # base mix (policy, world_model, value)
+    bf16_autocast: bool | None = None  # on GPU only; master weights stay fp32
+    # Ray Train
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    report_every: int = Field(20, ge=1)  # ray.train.report + MLflow metrics every k steps
+    checkpoint_every: int = Field(100, ge=1)  # a resumable checkpoint every m steps
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=0)  # Ray Train restarts of a failed worker group (FailureConfig)
+    storage_path: str | None = None  # Ray Train run storage; None = $FLYWHEEL_HOME/ray_train (shared FS on clusters)
+    seed: int = 0
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_sum(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and (any(f < 0 for f in v) or abs(sum(v) - 1) > 1e-6):
+            raise ValueError(f"fractions (policy, world_model, value) must be >= 0 and sum to 1, got {list(v)}")
+        return v
 
 
 class RefineConfig(_Section):
-    steps: int = Field(100, ge=0)
-    rollout_fraction: float = Field(0.9, ge=0, le=1)  # the 90/10 split
+    """The 90/10 refinement run: same settings as ``train`` except these (``None`` = the preset's / train's)."""
+
+    steps: int | None = Field(None, ge=1)
+    rollout_fraction: float | None = Field(None, ge=0, le=1)  # the 90/10 split
+    balance_outcomes: bool | None = None  # rollout samples half successes, half failures
+    lr: float | None = Field(None, gt=0)
 
 
 class RolloutConfig(_Section):
@@ -123,8 +152,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "sim": {"suites": ["libero_object"], "tasks": [0], "image_size": 32},
         "demos": {"per_task": 2, "image_every": 8},
-        "train": {"steps": 5, "batch_size": 4, "checkpoint_every": 5},
-        "refine": {"steps": 3},
+        "train": {"steps": 6, "batch_size": 4, "warmup_steps": 0, "report_every": 2, "checkpoint_every": 3},
+        "refine": {"steps": 4},
         "rollout": {"episodes_per_task": 2, "num_workers": 1},
         "eval": {"episodes_per_task": 1, "num_candidates": 2, "world_model_samples": 1, "value_samples": 2},
     },
@@ -132,8 +161,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "sim": {"suites": ["libero_object"], "tasks": [0, 1], "image_size": 64},
         "demos": {"per_task": 10, "image_every": 4},
-        "train": {"steps": 300, "batch_size": 16},
-        "refine": {"steps": 150},
+        "train": {"steps": 2000, "batch_size": 16, "warmup_steps": 100, "checkpoint_every": 250},
+        "refine": {"steps": 1000},
         "rollout": {"episodes_per_task": 4, "num_workers": 2},
         "eval": {"episodes_per_task": 4},
     },
@@ -142,7 +171,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "sim": {"suites": list(LIBERO_SUITES), "image_size": 224},
         "demos": {"per_task": 50, "image_every": 1},
         "model": {"preset": "2b"},
-        "train": {"steps": 40000, "batch_size": 1920, "num_workers": 64, "checkpoint_every": 1000},
+        "train": {"steps": 40000, "batch_size": 1920, "num_workers": 64, "use_gpu": True,
+                  "checkpoint_every": 1000, "report_every": 50, "max_failures": 3},
         "refine": {"steps": 10000},
         "rollout": {"episodes_per_task": 50, "num_workers": 64},
         "eval": {"episodes_per_task": 50},

@@ -94,6 +94,28 @@ def read_episode_arrays(layout: LakeLayout, episodes: pa.Table, cameras: Sequenc
         con.close()
 
 
+def read_episode_vectors(layout: LakeLayout, episode_ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """``episode_id -> {"proprio", "actions", "object_state" (or None)}`` (no images) in one DuckDB query."""
+    con = connect(layout)
+    try:
+        steps = con.sql("SELECT episode_id, t, proprio, action, object_state FROM steps "
+                        "WHERE episode_id IN (SELECT unnest($1)) ORDER BY episode_id, t",
+                        params=[list(episode_ids)]).to_arrow_table()
+    finally:
+        con.close()
+    id_col = steps.column("episode_id").to_numpy(zero_copy_only=False)
+    out = {}
+    for episode_id in episode_ids:
+        part = steps.take(np.flatnonzero(id_col == episode_id))
+        if part.num_rows == 0:
+            raise EpisodeReadError(f"episode {episode_id} has no rows in the steps table")
+        obj = part.column("object_state").to_pylist()
+        out[episode_id] = {"proprio": np.asarray(part.column("proprio").to_pylist(), np.float32),
+                           "actions": np.asarray(part.column("action").to_pylist(), np.float32),
+                           "object_state": None if any(v is None for v in obj) else np.asarray(obj, np.float32)}
+    return out
+
+
 @dataclass
 class CachedLatents:
     """Result of :func:`cache_latents`: the latents (in order) and how many were hits vs newly encoded."""
@@ -106,10 +128,13 @@ class CachedLatents:
 
 
 def cache_latents(layout: LakeLayout, tokenizer: Tokenizer, cache_root: str | Path, cameras: Sequence[str],
-                  where: str = "true", limit: int | None = None, progress: bool = True) -> CachedLatents:
+                  where: str = "true", limit: int | None = None, progress: bool = True,
+                  keep: bool = True) -> CachedLatents:
     """Encode (once) and return the latents of every episode matching ``where``; cached ones are only read.
 
-    Images are decoded and tokenized only for episodes missing from the cache or whose images changed.
+    Images are decoded and tokenized only for episodes missing from the cache or whose images changed. With
+    ``keep=False`` the latents are only written (the result's ``latents`` stays empty): memory stays at one
+    episode however large the selection.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -121,7 +146,9 @@ def cache_latents(layout: LakeLayout, tokenizer: Tokenizer, cache_root: str | Pa
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("latents", total=episodes.num_rows, hits=0)
         for episode_id, arrays in read_episode_arrays(layout, episodes, cameras):
-            out.append(cache.encode(episode_id, arrays, cameras))
+            encoded = cache.encode(episode_id, arrays, cameras)
+            if keep:
+                out.append(encoded)
             ids.append(episode_id)
             bar.update(task, advance=1, hits=cache.stats.hits)
     return CachedLatents(ids, out, cache.stats.hits, cache.stats.misses, cache.folder.name)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from cosmos_policy.checkpoint_io import save_checkpoint
-from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig, get_config
+from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig, MixName, get_config
+from cosmos_policy.configuration_cosmos_policy import TrainConfig as CosmosTrainConfig
 from cosmos_policy.latent_layout import LatentLayout, libero_layout, robocasa_layout
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel, pretrained_config
 from cosmos_policy.normalization import NormalizationStats
@@ -82,3 +84,21 @@ def init_checkpoint(cfg: FlywheelConfig, lake: LakeLayout, suite: str, out: str 
     model = build_model(cfg, suite, seed)
     return save_checkpoint(out, model, suite_stats(lake, suite),
                            extra={"suite": suite, "init": str(cfg.model.weights_path or f"random:{seed}")})
+
+
+def training_config(cfg: FlywheelConfig, base: CosmosTrainConfig, mix: MixName = "base") -> CosmosTrainConfig:
+    """The training hyperparameters a run uses: the model preset's recipe (``base``) with the flywheel config's
+    ``train`` overrides, and for ``mix="refine"`` the ``refine`` overrides on top. Recorded in the checkpoint."""
+    t = cfg.train
+    fields = ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "min_lr_ratio", "weight_decay",
+              "grad_clip", "fractions", "bf16_autocast")
+    resolved = replace(base, **{f: getattr(t, f) for f in fields if getattr(t, f) is not None})
+    if mix == "refine":
+        r = cfg.refine
+        over = {"steps": r.steps, "lr": r.lr, "refine_rollout_fraction": r.rollout_fraction,
+                "balance_outcomes": r.balance_outcomes}
+        resolved = replace(resolved, **{k: v for k, v in over.items() if v is not None})
+    if resolved.batch_size % cfg.train.num_workers:
+        raise ModelSetupError(f"train.batch_size {resolved.batch_size} is not divisible by train.num_workers "
+                              f"{cfg.train.num_workers}")
+    return resolved

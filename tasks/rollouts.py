@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from prefect import task
 
@@ -21,6 +20,7 @@ from sims.demos import EpisodeRecording
 from sims.factory import make_env
 from storage_schemas import LakeWriter, Source
 from storage_schemas.stats import compute_suite_stats, wilson_interval
+from tasks.registry import ResolvedModel
 from tasks.rollout_engine import BehaviourSpec, RolloutEngine, RolloutStats
 from tasks.runtime import init_ray
 
@@ -143,35 +143,39 @@ def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num
     return policy
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A local checkpoint folder (``model.safetensors`` + JSON metadata)."""
-    if "://" in model or model.startswith(("models:/", "runs:/")):
-        raise ValueError(f"{model!r}: MLflow model URIs are not supported yet; pass a local checkpoint folder")
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
-    from cosmos_policy.checkpoint_io import read_metadata
+def resolve_checkpoint(model: str, cfg: FlywheelConfig, ws: Workspace) -> ResolvedModel:
+    """A local checkpoint folder, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (downloaded once into
+    ``$FLYWHEEL_HOME/cache/models``) → a local folder and its version label (raises ``RegistryError``)."""
+    from tasks.registry import resolve_model
+    from tasks.runtime import mlflow_uri
 
-    read_metadata(path)  # fails clearly on a folder that is not a checkpoint
-    return path.resolve()
+    return resolve_model(model, ws.home / "cache" / "models", mlflow_uri(cfg, ws))
 
 
-def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoint: str, episodes: int,
+def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoint: str | ResolvedModel, episodes: int,
                        task_ids: Sequence[int] | None = None, iteration: int = 0, planning: bool = False,
                        source: Source = Source.ROLLOUT, num_workers: int | None = None,
                        placement: str | None = None, on_episode: ProgressFn | None = None,
                        on_start: Callable[[int], None] | None = None) -> RolloutSummary:
-    """Roll a Cosmos Policy checkpoint out, batched across env workers; every episode goes to the lake."""
-    from tasks.batched_rollouts import PolicyHandle, run_batched
+    """Roll a Cosmos Policy checkpoint out, batched across env workers; every episode goes to the lake.
 
-    path = resolve_checkpoint(checkpoint)
+    ``checkpoint`` is a local folder, a ``models:/`` URI or an already resolved model; its layout is checked
+    against ``suite`` before any episode runs, and episodes record its version label (``NAME/vN`` or
+    ``sha-<digest>``), never a filesystem path.
+    """
+    from tasks.batched_rollouts import PolicyHandle, run_batched
+    from tasks.registry import check_layout
+
+    resolved = checkpoint if isinstance(checkpoint, ResolvedModel) else resolve_checkpoint(checkpoint, cfg, ws)
+    check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size)
+    path = resolved.path
     engine = _engine(cfg, ws, suite, BehaviourSpec("external"), num_workers or cfg.rollout.num_workers)
     factory = functools.partial(load_cosmos_policy, str(path), planning, cfg.eval.num_candidates,
                                 cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration)
     handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
     try:
         specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
-        reqs = [replace(r, policy_version=str(path), planning=planning)
+        reqs = [replace(r, policy_version=resolved.version_label, planning=planning)
                 for r in build_requests(suite, [s.task_id for s in specs], episodes, iteration=iteration, source=source,
                                         policy="model", seed=cfg.seed + 1000 * iteration,
                                         image_every=cfg.model.chunk_size,

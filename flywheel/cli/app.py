@@ -11,6 +11,7 @@ from flywheel.cli.ingest_cmd import ingest
 from flywheel.cli.model_cmds import model_app
 from flywheel.cli.query_cmd import query, report
 from flywheel.cli.sim_cmds import demos_app, rollout
+from flywheel.cli.train_cmd import train
 
 app = typer.Typer(
     name="flywheel",
@@ -26,6 +27,7 @@ app.command()(query)
 app.command()(report)
 app.command()(rollout)
 app.command()(collect)
+app.command()(train)
 app.add_typer(demos_app, name="demos")
 app.add_typer(model_app, name="model")
 

@@ -33,8 +33,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from flywheel.ingest.common import IngestError
     from flywheel.model_setup import ModelSetupError
     from storage_schemas.writer import LakeError
+    from tasks.registry import RegistryError
 
-    return (UserError, ConfigError, IngestError, LakeError, FileNotFoundError, ModelSetupError, EpisodeReadError)
+    return (UserError, ConfigError, IngestError, LakeError, FileNotFoundError, ModelSetupError, EpisodeReadError,
+            RegistryError)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -88,7 +88,8 @@ def demos_generate(
 
 @handle_errors
 def rollout(
-    policy: Annotated[str, typer.Option(help="expert | noisy-expert | random | PATH to a Cosmos Policy checkpoint.")] = "random",
+    policy: Annotated[str, typer.Option(help="expert | noisy-expert | random | PATH to a Cosmos Policy checkpoint | "
+                                             "models:/NAME@ALIAS | models:/NAME/VERSION.")] = "random",
     suite: Annotated[str, typer.Option(help="Suite, e.g. libero_object or robocasa_fixture.")] = "libero_object",
     episodes: Annotated[int, typer.Option(help="Episodes per task.")] = 2,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids (default: profile's sim.tasks, else all).")] = None,
@@ -97,25 +98,32 @@ def rollout(
     workers: Annotated[int | None, typer.Option(help="Ray env workers (default: rollout.num_workers).")] = None,
     profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
 ) -> None:
-    """Roll a policy out on Ray; every episode (sparse terminal reward, value targets) is written to the lake."""
+    """Roll a policy out on Ray; every episode (sparse terminal reward, value targets) is written to the lake.
+
+    Model episodes record the model's version: NAME/vN for a registered model, sha-<digest> for a folder.
+    """
+    from tasks.registry import RegistryError, check_layout
     from tasks.rollouts import BEHAVIOURS, resolve_checkpoint, run_model_rollouts, run_rollouts
 
     _check_suite(suite)
     if episodes < 1:
         raise UserError("--episodes must be >= 1")
     kind = policy.replace("-", "_")
-    if kind not in BEHAVIOURS:
-        try:
-            resolve_checkpoint(policy)
-        except (ValueError, FileNotFoundError) as exc:
-            raise UserError(f"--policy: expected expert, noisy-expert, random or a checkpoint folder; {exc}") from None
-    elif planning:
-        raise UserError("--planning needs a model policy (a checkpoint folder)")
+    if kind in BEHAVIOURS and planning:
+        raise UserError("--planning needs a model policy (a checkpoint folder or models:/ URI)")
     cfg, ws = setup(profile, config, set_, home)
     common = dict(cfg=cfg, ws=ws, suite=suite, episodes=episodes, task_ids=_parse_tasks(tasks) or cfg.sim.tasks,
                   iteration=iteration, num_workers=workers)
     if kind in BEHAVIOURS:
         summary = _run_with_progress("rollout", run_rollouts, policy=kind, **common)
+        label = policy
     else:
-        summary = _run_with_progress("rollout", run_model_rollouts, checkpoint=policy, planning=planning, **common)
-    _print_summary(summary, f"Rollouts of {policy} on {suite} (iteration {iteration})")
+        try:
+            model = resolve_checkpoint(policy, cfg, ws)
+        except RegistryError as exc:
+            hint = "" if ":/" in policy else "expected expert, noisy-expert, random, a checkpoint folder or models:/...; "
+            raise UserError(f"--policy: {hint}{exc}") from None
+        check_layout(model.path, suite, chunk_size=cfg.model.chunk_size)  # before Ray starts
+        summary = _run_with_progress("rollout", run_model_rollouts, checkpoint=model, planning=planning, **common)
+        label = model.version_label
+    _print_summary(summary, f"Rollouts of {label} on {suite} (iteration {iteration})")

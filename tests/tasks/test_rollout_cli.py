@@ -50,7 +50,9 @@ def test_demos_then_expert_and_random_rollouts(home, ray_local):
 
 def test_bad_rollout_arguments(home):
     res = runner.invoke(app, ["rollout", "--policy", "runs:/abc/model"])
-    assert res.exit_code == 2 and "MLflow model URIs are not supported yet" in res.output
+    assert res.exit_code == 2 and "runs:/ URIs are not supported" in res.output
+    res = runner.invoke(app, ["rollout", "--policy", "models:/cosmos-policy@candidate"])
+    assert res.exit_code == 2 and "nothing is registered yet" in res.output
     res = runner.invoke(app, ["rollout", "--suite", "mujoco_soccer"])
     assert res.exit_code == 2 and "unknown suite" in res.output
 
@@ -85,6 +87,7 @@ def test_killing_a_libero_worker_still_yields_n_episodes(ray_local, tmp_path):
 
 
 def test_model_checkpoint_rollouts_batched(home, ray_local, tmp_path):
+    from tasks.registry import checkpoint_digest
     from tests.fixtures.checkpoints import make_tiny_checkpoint
 
     ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
@@ -95,7 +98,7 @@ def test_model_checkpoint_rollouts_batched(home, ray_local, tmp_path):
     rows = _query("select planning, count(*) as n, min(length) as min_len, count(error) as errors, "
                   "any_value(policy_version) as v from episodes where policy = 'model' group by planning order by planning")
     assert [(r["planning"], r["n"], r["errors"]) for r in rows] == [(False, 2, 0), (True, 2, 0)]
-    assert rows[0]["v"] == str(ckpt.resolve())
+    assert rows[0]["v"] == f"sha-{checkpoint_digest(ckpt)}"  # the content, never the path
     imgs = _query("select count(*) as n from steps s join episodes e using (episode_id) "
                   "where e.policy = 'model' and s.images is not null")
     assert imgs[0]["n"] >= 4
@@ -104,6 +107,16 @@ def test_model_checkpoint_rollouts_batched(home, ray_local, tmp_path):
 def test_rollout_rejects_a_folder_that_is_not_a_checkpoint(home, tmp_path):
     res = runner.invoke(app, ["rollout", "--policy", str(tmp_path)])
     assert res.exit_code == 2 and "not a cosmos_policy checkpoint" in res.output
+
+
+def test_rollout_refuses_a_checkpoint_of_another_layout_before_any_episode(home, tmp_path, monkeypatch):
+    from cosmos_policy.checkpoint_io import save_untrained_checkpoint
+    from cosmos_policy.latent_layout import robocasa_layout
+
+    monkeypatch.setattr("tasks.rollouts._engine", lambda *a, **k: pytest.fail("Ray started for a wrong checkpoint"))
+    robo = save_untrained_checkpoint(tmp_path / "robo", robocasa_layout(latent_hw=4), "tiny")
+    res = runner.invoke(app, ["rollout", "--policy", str(robo), "--suite", "libero_object", "--profile", "smoke"])
+    assert res.exit_code == 2 and "suite 'libero_object' needs 'libero'" in res.output
 
 
 def test_robocasa_fixture_rollout_three_cameras(home, ray_local):

@@ -1,0 +1,225 @@
+"""The Ray Train worker loop: one Cosmos Policy fine-tuning (or refinement) run, resumable after a crash.
+
+Every worker builds the model from weights shipped through Ray's object store, reads its shard of the sample
+streams (:mod:`tasks.train_data`), trains with DDP (gloo on CPU, nccl on GPU) and, every ``report_every`` steps,
+reports metrics; every ``checkpoint_every`` steps rank 0 also writes a resumable checkpoint in the project's own
+format (``model.safetensors`` + ``cosmos_policy.json``, plus ``optimizer.pt`` loaded with ``weights_only=True`` and
+``trainer_state.json``). A run started again under the same name resumes from the latest checkpoint: the step count
+continues, optimiser and lr-schedule state are restored, the streams continue where they were, and the noise of
+step ``s`` is seeded by (seed, rank, s), so the resumed steps draw what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+OPTIMIZER_NAME = "optimizer.pt"
+STATE_NAME = "trainer_state.json"
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a training worker needs; weights and text embeddings travel as object refs."""
+
+    model_config: dict[str, Any]
+    stats: dict[str, Any]
+    init_weights: Any  # ObjectRef to a state dict (CPU tensors)
+    text_table: Any  # ObjectRef to {instruction: (L, D) tensor}
+    steps: int
+    batch_size: int  # global; each of the world_size workers takes batch_size / world_size
+    fractions: tuple[float, float, float]
+    stream_names: list[str]
+    report_every: int
+    checkpoint_every: int
+    seed: int = 0
+    threads: int = 1
+    mlflow_uri: str | None = None
+    mlflow_run_id: str | None = None
+    progress: Any = None  # ProgressTracker actor handle
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the checkpoint (suite, mix, data digest)
+
+
+class ProgressTracker:
+    """A tiny actor rank 0 pushes progress to; the driver polls it for its progress bar (works across nodes)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+    def update(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def get(self) -> dict[str, Any]:
+        return self.state
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the σ/noise draw of ``step`` on ``rank`` (so a resumed step repeats the uninterrupted draw)."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
+
+
+def save_train_checkpoint(folder: Path, model: Any, stats: Any, optimizer: torch.optim.Optimizer,
+                          scheduler: Any, step: int, positions: dict[str, dict[str, int]], extra: dict) -> Path:
+    """A resumable checkpoint: a loadable model checkpoint plus optimiser, schedule and data positions."""
+    from cosmos_policy.checkpoint_io import save_checkpoint
+
+    save_checkpoint(folder, model, stats, extra={**extra, "step": step})
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER_NAME)
+    state = {"step": step, "scheduler": scheduler.state_dict(), "positions": positions}
+    (folder / STATE_NAME).write_text(json.dumps(state, indent=2))
+    return folder
+
+
+def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(model weights, optimiser state, trainer state) of a resumable checkpoint; nothing is unpickled."""
+    from safetensors.torch import load_file
+
+    from cosmos_policy.checkpoint_io import WEIGHTS_NAME
+
+    weights = load_file(str(folder / WEIGHTS_NAME))
+    optim = torch.load(folder / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+    return weights, optim, json.loads((folder / STATE_NAME).read_text())
+
+
+class _MetricLog:
+    """Per-step metrics of rank 0, averaged for reports and sent to MLflow in one batch per report."""
+
+    def __init__(self, uri: str | None, run_id: str | None) -> None:
+        self.client = None
+        self.run_id = run_id
+        if uri and run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(uri)
+        self.pending: list[tuple[int, dict[str, float]]] = []
+        self.log_seconds = 0.0
+
+    def add(self, step: int, metrics: dict[str, float]) -> None:
+        self.pending.append((step, metrics))
+
+    def flush(self) -> dict[str, float]:
+        """Mean of the pending steps' metrics; logs every step's metrics to MLflow."""
+        sums: dict[str, list[float]] = defaultdict(list)
+        for _, m in self.pending:
+            for k, v in m.items():
+                sums[k].append(v)
+        if self.client is not None and self.pending:
+            from mlflow.entities import Metric
+
+            t0 = time.perf_counter()
+            now = int(time.time() * 1000)
+            batch = [Metric(k.replace("/", "_") if k.startswith("loss/") else k, float(v), now, s)
+                     for s, m in self.pending for k, v in m.items()]
+            for i in range(0, len(batch), 1000):  # MLflow caps a batch at 1000 metrics
+                self.client.log_batch(self.run_id, metrics=batch[i:i + 1000], synchronous=True)
+            self.log_seconds += time.perf_counter() - t0
+        self.pending = []
+        return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config={"worker": WorkerConfig})``)."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.normalization import NormalizationStats
+    from cosmos_policy.samples import batch_from_rows
+    from cosmos_policy.text_conditioning import PrecomputedTextEmbedder
+    from cosmos_policy.train_step import TrainingLoss, make_lr_scheduler, make_optimizer, train_step
+    from tasks.train_data import BatchMixer, SampleStream, StreamPosition
+
+    wc: WorkerConfig = loop_config["worker"]
+    torch.set_num_threads(max(1, wc.threads))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    config = CosmosPolicyConfig.from_dict(wc.model_config)
+    stats = NormalizationStats.from_dict(wc.stats)
+    text_table = ray.get(wc.text_table)
+    model = CosmosPolicyModel(config, device="meta", text_embedder=PrecomputedTextEmbedder(text_table))
+
+    step, positions, optim_state, sched_state = 0, {}, None, None
+    resume = ray.train.get_checkpoint()
+    if resume is not None:
+        with resume.as_directory() as d:
+            weights, optim_state, state = load_train_state(Path(d))
+        step, positions, sched_state = int(state["step"]), state["positions"], state["scheduler"]
+    else:
+        weights = ray.get(wc.init_weights)
+    model.transformer.load_state_dict(weights, strict=True, assign=True)
+    model = model.to(device).float()  # fp32 master weights (bf16 autocast on GPU inside compute_loss)
+    optimizer = make_optimizer(model, config.train)
+    scheduler = make_lr_scheduler(optimizer, config.train, wc.steps)
+    if optim_state is not None:
+        optimizer.load_state_dict(optim_state)
+        scheduler.load_state_dict(sched_state)
+    loss_module = ray.train.torch.prepare_model(TrainingLoss(model), move_to_device=False)
+
+    local_bs = wc.batch_size // world
+    sizes = BatchMixer.stream_batch_sizes(wc.stream_names, wc.fractions, local_bs)
+    streams = {name: SampleStream(ray.train.get_dataset_shard(name), n, wc.seed * 7 + rank,
+                                  StreamPosition(**positions.get(name, {})))
+               for name, n in sizes.items() if n > 0}
+    mixer = BatchMixer(streams, wc.fractions, local_bs, wc.seed + rank)
+    text_on_device = {k: v.to(device) for k, v in text_table.items()}
+    log = _MetricLog(wc.mlflow_uri, wc.mlflow_run_id) if rank == 0 else _MetricLog(None, None)
+    generator = torch.Generator(device=device)
+    window_t0, window_steps, train_t0, first_step = time.perf_counter(), 0, time.perf_counter(), step
+
+    def report(with_checkpoint: bool) -> None:
+        nonlocal window_t0, window_steps
+        elapsed = time.perf_counter() - window_t0
+        metrics = log.flush()
+        metrics.update(step=step, lr=scheduler.get_last_lr()[0], epoch=min(s.position.epoch for s in streams.values()),
+                       samples_per_s=window_steps * local_bs * world / max(elapsed, 1e-9),
+                       mlflow_log_s=log.log_seconds, train_s=time.perf_counter() - train_t0,
+                       steps_this_run=step - first_step)
+        if rank == 0 and wc.progress is not None:
+            wc.progress.update.remote({**metrics, "total": wc.steps})
+        pos = {name: asdict(s.position) for name, s in streams.items()}
+        if with_checkpoint and rank == 0:
+            with tempfile.TemporaryDirectory(prefix="cosmos-ckpt-") as tmp:
+                save_train_checkpoint(Path(tmp), model, stats, optimizer, scheduler, step, pos, wc.extra)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+        window_t0, window_steps = time.perf_counter(), 0
+
+    if step >= wc.steps:  # a finished run started again: report its final checkpoint once more
+        report(with_checkpoint=True)
+        return
+    while step < wc.steps:
+        rows, types = mixer.next(step)
+        batch = batch_from_rows(rows, types, config.layout, stats)
+        batch.text = torch.stack([text_on_device[s] for s in batch.instructions])
+        batch = batch.to(device)
+        generator.manual_seed(step_seed(wc.seed, rank, step))
+        metrics = train_step(model, optimizer, batch, generator, loss_module=loss_module)
+        scheduler.step()
+        step += 1
+        window_steps += 1
+        if rank == 0:
+            log.add(step, {**metrics, "lr": scheduler.get_last_lr()[0]})
+        last = step == wc.steps
+        if last or step % wc.checkpoint_every == 0:
+            report(with_checkpoint=True)
+        elif step % wc.report_every == 0:
+            report(with_checkpoint=False)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment the training processes need (report throttling lowered: Ray Train's default health-check
+    interval of 2 s caps reports at one per 2 s)."""
+    return {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}
