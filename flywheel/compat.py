@@ -1,4 +1,4 @@
-"""Runtime fixes this stack needs before certain imports (see ../shared/STACK.md).
+"""Runtime fixes this stack needs before certain imports (PyPI torchvision beside CPU torch, LIBERO floor scenes on robosuite 1.5).
 
 Every function here is idempotent and cheap; call it right before the import that needs it.
 """

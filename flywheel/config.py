@@ -75,6 +75,7 @@ class TrainConfig(_Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)  # extra (custom) Ray resources per worker
     report_every: int = Field(20, ge=1)  # ray.train.report + MLflow metrics every k steps
     checkpoint_every: int = Field(100, ge=1)  # a resumable checkpoint every m steps
     keep_checkpoints: int = Field(2, ge=1)

@@ -21,5 +21,5 @@ def require_package(module: str, *, install_hint: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingPackageError(
-            f"`{module}` is not importable ({exc}); install {install_hint} (see ../shared/STACK.md)"
+            f"`{module}` is not importable ({exc}); install {install_hint} (see the README: bash scripts/setup.sh installs the locked environment)"
         ) from exc

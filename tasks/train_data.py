@@ -235,6 +235,23 @@ class SampleStream:
         return rows
 
 
+class InMemoryShard:
+    """A dataset shard over rows held in memory (same interface as a Ray Train shard's ``iter_batches``): for
+    single-process loops (benchmarks, tests) over exactly the rows the Ray datasets would hold."""
+
+    def __init__(self, rows: Mapping[str, np.ndarray]) -> None:
+        self.rows = dict(rows)
+
+    def iter_batches(self, batch_size: int, batch_format: str = "numpy", drop_last: bool = False,
+                     local_shuffle_buffer_size: int | None = None, local_shuffle_seed: int | None = None
+                     ) -> Iterator[dict[str, np.ndarray]]:
+        n = len(self.rows["t"])
+        order = np.random.default_rng(local_shuffle_seed).permutation(n)
+        for s in range(0, n - (n % batch_size if drop_last else 0), batch_size):
+            idx = order[s:s + batch_size]
+            yield {k: v[idx] for k, v in self.rows.items()}
+
+
 class BatchMixer:
     """Per-step sample rows with the run's (policy, world_model, value) fractions.
 

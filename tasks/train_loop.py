@@ -28,7 +28,8 @@ STATE_NAME = "trainer_state.json"
 
 @dataclass
 class WorkerConfig:
-    """Everything a training worker needs; weights and text embeddings travel as object refs."""
+    """Everything a training worker needs; weights and text embeddings travel as object refs. It holds no path: a
+    worker on any node needs neither the lake, nor the latent cache, nor the MLflow store."""
 
     model_config: dict[str, Any]
     stats: dict[str, Any]
@@ -42,23 +43,49 @@ class WorkerConfig:
     checkpoint_every: int
     seed: int = 0
     threads: int = 1
-    mlflow_uri: str | None = None
-    mlflow_run_id: str | None = None
-    progress: Any = None  # ProgressTracker actor handle
+    progress: Any = None  # ProgressTracker actor handle (progress bar, MLflow metrics)
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the checkpoint (suite, mix, data digest)
 
 
 class ProgressTracker:
-    """A tiny actor rank 0 pushes progress to; the driver polls it for its progress bar (works across nodes)."""
+    """An actor on the driver's node that rank 0 sends progress and per-step metrics to.
 
-    def __init__(self) -> None:
+    The driver polls :meth:`get` for its progress bar; :meth:`log` writes metrics to MLflow from the driver's node
+    (which sees the default SQLite store), so training workers on other nodes need no path and no MLflow access.
+    Calls run in order: the driver's :meth:`flush` returns once everything sent before it is logged.
+    """
+
+    def __init__(self, mlflow_uri: str | None = None, run_id: str | None = None) -> None:
         self.state: dict[str, Any] = {}
+        self.client = None
+        self.run_id = run_id
+        self.log_seconds = 0.0
+        if mlflow_uri and run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(mlflow_uri)
 
     def update(self, state: dict[str, Any]) -> None:
         self.state = state
 
+    def log(self, steps: list[tuple[int, dict[str, float]]]) -> None:
+        if self.client is None or not steps:
+            return
+        from mlflow.entities import Metric
+
+        t0 = time.perf_counter()
+        now = int(time.time() * 1000)
+        batch = [Metric(k.replace("/", "_"), float(v), now, s) for s, m in steps for k, v in m.items()]
+        for i in range(0, len(batch), 1000):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000], synchronous=True)
+        self.log_seconds += time.perf_counter() - t0
+
     def get(self) -> dict[str, Any]:
         return self.state
+
+    def flush(self) -> float:
+        """Seconds spent writing metrics to MLflow so far."""
+        return self.log_seconds
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -90,37 +117,26 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 class _MetricLog:
-    """Per-step metrics of rank 0, averaged for reports and sent to MLflow in one batch per report."""
+    """Per-step metrics of rank 0: averaged for each report and sent, every step's values, to the tracker."""
 
-    def __init__(self, uri: str | None, run_id: str | None) -> None:
-        self.client = None
-        self.run_id = run_id
-        if uri and run_id:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(uri)
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
         self.pending: list[tuple[int, dict[str, float]]] = []
-        self.log_seconds = 0.0
+        self.send_seconds = 0.0
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
         self.pending.append((step, metrics))
 
     def flush(self) -> dict[str, float]:
-        """Mean of the pending steps' metrics; logs every step's metrics to MLflow."""
+        """Mean of the pending steps' metrics; their per-step values go to MLflow through the tracker."""
         sums: dict[str, list[float]] = defaultdict(list)
         for _, m in self.pending:
             for k, v in m.items():
                 sums[k].append(v)
-        if self.client is not None and self.pending:
-            from mlflow.entities import Metric
-
+        if self.tracker is not None and self.pending:
             t0 = time.perf_counter()
-            now = int(time.time() * 1000)
-            batch = [Metric(k.replace("/", "_") if k.startswith("loss/") else k, float(v), now, s)
-                     for s, m in self.pending for k, v in m.items()]
-            for i in range(0, len(batch), 1000):  # MLflow caps a batch at 1000 metrics
-                self.client.log_batch(self.run_id, metrics=batch[i:i + 1000], synchronous=True)
-            self.log_seconds += time.perf_counter() - t0
+            self.tracker.log.remote(self.pending)
+            self.send_seconds += time.perf_counter() - t0
         self.pending = []
         return {k: sum(v) / len(v) for k, v in sums.items()}
 
@@ -174,20 +190,29 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                for name, n in sizes.items() if n > 0}
     mixer = BatchMixer(streams, wc.fractions, local_bs, wc.seed + rank)
     text_on_device = {k: v.to(device) for k, v in text_table.items()}
-    log = _MetricLog(wc.mlflow_uri, wc.mlflow_run_id) if rank == 0 else _MetricLog(None, None)
+    log = _MetricLog(wc.progress if rank == 0 else None)
     generator = torch.Generator(device=device)
     window_t0, window_steps, train_t0, first_step = time.perf_counter(), 0, time.perf_counter(), step
+    steady: dict[str, float] = {}  # from the end of the first report window (start-up excluded)
 
     def report(with_checkpoint: bool) -> None:
         nonlocal window_t0, window_steps
-        elapsed = time.perf_counter() - window_t0
+        now = time.perf_counter()
+        elapsed = now - window_t0
         metrics = log.flush()
+        if not steady:
+            steady.update(t=now, step=step, log_s=log.send_seconds)
+        elif step > steady["step"]:
+            metrics["steady_samples_per_s"] = (step - steady["step"]) * local_bs * world / (now - steady["t"])
+            metrics["mlflow_overhead"] = (log.send_seconds - steady["log_s"]) / (now - steady["t"])
         metrics.update(step=step, lr=scheduler.get_last_lr()[0], epoch=min(s.position.epoch for s in streams.values()),
                        samples_per_s=window_steps * local_bs * world / max(elapsed, 1e-9),
-                       mlflow_log_s=log.log_seconds, train_s=time.perf_counter() - train_t0,
+                       mlflow_send_s=log.send_seconds, train_s=time.perf_counter() - train_t0,
                        steps_this_run=step - first_step)
         if rank == 0 and wc.progress is not None:
             wc.progress.update.remote({**metrics, "total": wc.steps})
+            wc.progress.log.remote([(step, {"samples_per_s": metrics["samples_per_s"]})])
+        metrics["node_id"] = ray.get_runtime_context().get_node_id()  # where this worker trained
         pos = {name: asdict(s.position) for name, s in streams.items()}
         if with_checkpoint and rank == 0:
             with tempfile.TemporaryDirectory(prefix="cosmos-ckpt-") as tmp:

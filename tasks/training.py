@@ -146,7 +146,7 @@ def _text_table(model: Any, instructions: list[str]) -> dict[str, Any]:
         return {s: model.encode_text([s])[0].detach().float().cpu() for s in instructions}
 
 
-def _fill_cache(ws: Workspace, prep: _Prepared, progress: bool) -> Path:
+def fill_cache(ws: Workspace, prep: _Prepared, progress: bool) -> Path:
     from cosmos_policy.tokenizer import build_tokenizer
     from flywheel.episodes import cache_latents
 
@@ -175,7 +175,11 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
     streams = prep.selection.stream_names(train_cfg.balance_outcomes)
     datasets = build_datasets(ray, prep.selection, ws.lake, cache_folder, model.layout, cfg.model.gamma,
                               train_cfg.balance_outcomes)
-    tracker = ray.remote(num_cpus=0)(ProgressTracker).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    tracker = ray.remote(num_cpus=0)(ProgressTracker).options(scheduling_strategy=here).remote(
+        mlflow_uri(cfg, ws), run_id)
     weights = {k: v.detach().float().cpu().contiguous() for k, v in model.transformer.state_dict().items()}
     instructions = sorted(set(prep.selection.episodes.column("instruction").to_pylist()))
     wc = WorkerConfig(
@@ -183,7 +187,7 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
         text_table=ray.put(_text_table(model, instructions)), steps=train_cfg.steps, batch_size=train_cfg.batch_size,
         fractions=train_cfg.mix_fractions(prep.selection.mix), stream_names=streams, report_every=t.report_every,
         checkpoint_every=t.checkpoint_every, seed=t.seed, threads=max(1, int(t.cpus_per_worker)),
-        mlflow_uri=mlflow_uri(cfg, ws), mlflow_run_id=run_id, progress=tracker,
+        progress=tracker,
         extra={"suite": prep.selection.suite, "mix": prep.selection.mix, "init": prep.init_label,
                "episodes_digest": prep.selection.digest, "training_key": prep.key})
     storage = t.storage_path or str(ws.home / "ray_train")
@@ -191,7 +195,7 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
         train_loop_per_worker, train_loop_config={"worker": wc},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+                                     resources_per_worker={"CPU": t.cpus_per_worker, **t.resources_per_worker}),
         run_config=RunConfig(name=prep.name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
@@ -217,9 +221,15 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
     finally:
         stop.set()
         poller.join(timeout=2)
+        try:
+            log_s = ray.get(tracker.flush.remote(), timeout=120)  # every metric sent is in MLflow
+        except Exception:  # noqa: BLE001 - the training's own error matters more
+            log_s = float("nan")
         ray.kill(tracker)
     if result.error is not None:
         raise TrainingError(f"training {prep.name} failed: {result.error}")
+    if result.metrics is not None:
+        result.metrics["mlflow_log_s"] = log_s  # driver-side time writing the metrics
     if on_progress:
         on_progress({**(result.metrics or {}), "total": train_cfg.steps})
     return result
@@ -256,7 +266,7 @@ def _existing_result(prep: _Prepared, run: Any, model_name: str) -> TrainResult 
         return None
     version = int(tags["flywheel.model_version"])
     return TrainResult(run.info.run_id, run.info.run_name, model_name, version, f"models:/{model_name}/{version}",
-                       Path(tags.get("flywheel.checkpoint", "")), int(float(run.data.metrics.get("step", 0))), 0,
+                       Path(tags.get("flywheel.checkpoint", "")), int(run.data.metrics.get("final_step", 0)), 0,
                        dict(run.data.metrics), already_done=True, stand_ins=prep.stand_ins)
 
 
@@ -313,7 +323,7 @@ def train_model(cfg: FlywheelConfig, ws: Workspace, suite: str, init: str | None
                                 tags={"demo_episodes": sel.counts["demo"], "rollout_episodes": sel.counts["rollout"],
                                       "rollout_successes": sel.counts["rollout_success"],
                                       "rollout_failures": sel.counts["rollout_failure"]})
-        cache_folder = _fill_cache(ws, prep, progress)
+        cache_folder = fill_cache(ws, prep, progress)
         result = _run_trainer(cfg, ws, prep, cache_folder, run_id, on_progress)
         metrics = dict(result.metrics or {})
         checkpoint = _export_checkpoint(result, ws.checkpoints / prep.name)

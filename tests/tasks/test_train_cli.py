@@ -189,3 +189,34 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(demo_home):
     steps = [m.step for m in client.get_metric_history(killed.info.run_id, "loss")]
     assert max(steps) == 60 and set(range(resumed + 1, 61)) <= set(steps)
     assert "60 steps" in out.stdout
+
+
+@pytest.mark.slow
+def test_training_workers_on_another_node_get_their_data_through_ray(demo_home):
+    """A two-node Ray cluster (``ray.cluster_utils.Cluster``): the training worker must run on the second node
+    (custom resource), so its samples, weights and text embeddings come through Ray, and its metrics reach the
+    SQLite MLflow store through the tracker actor on the driver's node. Untested here: nodes with separate disks
+    (both nodes share this machine's filesystem; Ray Train's checkpoint storage must be shared storage there)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from flywheel.cli.common import setup
+    from tasks.training import train_model
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    other = cluster.add_node(num_cpus=2, resources={"trainer_node": 1})
+    try:
+        ray.init(address=cluster.address)
+        driver_node = ray.get_runtime_context().get_node_id()
+        cfg, ws = setup("smoke", None, ["train.resources_per_worker={trainer_node: 1}"], demo_home)
+        result = train_model(cfg, ws, "libero_object", progress=False)
+        assert result.metrics["node_id"] == other.node_id != driver_node
+        from mlflow.tracking import MlflowClient
+
+        uri = f"sqlite:///{demo_home / 'mlflow' / 'mlflow.db'}"
+        history = MlflowClient(uri).get_metric_history(result.run_id, "loss")
+        assert [m.step for m in history] == list(range(1, 7))  # logged on the driver's node
+        assert result.version == 1
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
