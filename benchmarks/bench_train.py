@@ -9,8 +9,9 @@ same global batch and threads per process, measured side by side in one run:
   is excluded on the Ray side (``steady_samples_per_s``) and the first steps are excluded on the plain side.
 * ``scaling_2v1``: steady samples/s with 2 DDP workers (1 thread each) ÷ 1 worker, alternated A B B A, on this
   machine's cores (2 here: each worker gets one).
-* ``mlflow_overhead``: share of rank 0's wall time spent in MLflow ``log_batch`` calls (per-step metrics, sent every
-  ``train.report_every`` steps), from the 1-worker Ray runs.
+* ``mlflow_overhead``: share of rank 0's training time spent handing per-step metrics to the tracker actor (sent
+  every ``train.report_every`` steps), from the 1-worker Ray runs; ``mlflow_driver_share``: the tracker's time
+  writing them to MLflow (on the driver's node, concurrently) ÷ the training time.
 * ``ray_startup_s``: wall time of a Ray training minus its steady training time (start-up + registration).
 
 Usage: ``python benchmarks/bench_train.py [--quick]``; the last stdout line is JSON.
@@ -102,7 +103,7 @@ def main() -> None:
         print(f"  ray {workers} worker(s): {m['steady_samples_per_s']:.1f} samples/s steady, mlflow "
               f"{m['mlflow_overhead']:.3f}, wall {wall:.0f}s", flush=True)
         return {"sps": m["steady_samples_per_s"], "mlflow": m["mlflow_overhead"],
-                "startup": wall - m["train_s"]}
+                "mlflow_driver": m.get("mlflow_log_s", float("nan")) / m["train_s"], "startup": wall - m["train_s"]}
 
     def plain_run() -> float:
         sps = plain_loop(cfg, ws, "libero_object", steps, warmup=20)
@@ -126,6 +127,7 @@ def main() -> None:
         "raytrain_over_plain": round(med(r["sps"] for r in ray1) / med(plain), 3),
         "scaling_2v1": round(med(r["sps"] for r in ray2) / med(r["sps"] for r in ray1), 3),
         "mlflow_overhead": round(med(r["mlflow"] for r in ray1), 4),
+        "mlflow_driver_share": round(med(r["mlflow_driver"] for r in ray1), 4),
         "ray_startup_s": round(med(r["startup"] for r in ray1), 1),
         "samples_per_s": {"ray1": round(med(r["sps"] for r in ray1), 1), "ray2": round(med(r["sps"] for r in ray2), 1),
                           "plain": round(med(plain), 1)},

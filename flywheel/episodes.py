@@ -69,6 +69,18 @@ def _episode_from_steps(row: dict, steps: pa.Table, cameras: Sequence[str]) -> E
                          object_state=object_state)
 
 
+def _steps_by_episode(con, ids: Sequence[str], columns: str) -> Iterator[tuple[str, pa.Table]]:
+    """``(episode_id, its steps ordered by t)`` for each id, from one DuckDB query."""
+    steps = con.sql(f"SELECT episode_id, t, {columns} FROM steps WHERE episode_id IN (SELECT unnest($1)) "
+                    f"ORDER BY episode_id, t", params=[list(ids)]).to_arrow_table()
+    id_col = steps.column("episode_id").to_numpy(zero_copy_only=False)
+    for episode_id in ids:
+        sel = np.flatnonzero(id_col == episode_id)
+        if len(sel) == 0:
+            raise EpisodeReadError(f"episode {episode_id} has no rows in the steps table")
+        yield episode_id, steps.take(sel)
+
+
 def read_episode_arrays(layout: LakeLayout, episodes: pa.Table, cameras: Sequence[str],
                         batch_size: int = 16) -> Iterator[tuple[str, EpisodeArrays]]:
     """``(episode_id, arrays)`` for each row of ``episodes`` (from :func:`select_episodes`), in order.
@@ -80,16 +92,9 @@ def read_episode_arrays(layout: LakeLayout, episodes: pa.Table, cameras: Sequenc
     try:
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
-            ids = [r["episode_id"] for r in chunk]
-            steps = con.sql("SELECT episode_id, t, proprio, action, images, object_state FROM steps "
-                            "WHERE episode_id IN (SELECT unnest($1)) ORDER BY episode_id, t",
-                            params=[ids]).to_arrow_table()
-            id_col = steps.column("episode_id").to_numpy(zero_copy_only=False)
-            for row in chunk:
-                sel = np.flatnonzero(id_col == row["episode_id"])
-                if len(sel) == 0:
-                    raise EpisodeReadError(f"episode {row['episode_id']} has no rows in the steps table")
-                yield row["episode_id"], _episode_from_steps(row, steps.take(sel), cameras)
+            parts = _steps_by_episode(con, [r["episode_id"] for r in chunk], "proprio, action, images, object_state")
+            for row, (episode_id, steps) in zip(chunk, parts, strict=True):
+                yield episode_id, _episode_from_steps(row, steps, cameras)
     finally:
         con.close()
 
@@ -98,22 +103,15 @@ def read_episode_vectors(layout: LakeLayout, episode_ids: Sequence[str]) -> dict
     """``episode_id -> {"proprio", "actions", "object_state" (or None)}`` (no images) in one DuckDB query."""
     con = connect(layout)
     try:
-        steps = con.sql("SELECT episode_id, t, proprio, action, object_state FROM steps "
-                        "WHERE episode_id IN (SELECT unnest($1)) ORDER BY episode_id, t",
-                        params=[list(episode_ids)]).to_arrow_table()
+        out = {}
+        for episode_id, part in _steps_by_episode(con, episode_ids, "proprio, action, object_state"):
+            obj = part.column("object_state").to_pylist()
+            out[episode_id] = {"proprio": np.asarray(part.column("proprio").to_pylist(), np.float32),
+                               "actions": np.asarray(part.column("action").to_pylist(), np.float32),
+                               "object_state": None if any(v is None for v in obj) else np.asarray(obj, np.float32)}
+        return out
     finally:
         con.close()
-    id_col = steps.column("episode_id").to_numpy(zero_copy_only=False)
-    out = {}
-    for episode_id in episode_ids:
-        part = steps.take(np.flatnonzero(id_col == episode_id))
-        if part.num_rows == 0:
-            raise EpisodeReadError(f"episode {episode_id} has no rows in the steps table")
-        obj = part.column("object_state").to_pylist()
-        out[episode_id] = {"proprio": np.asarray(part.column("proprio").to_pylist(), np.float32),
-                           "actions": np.asarray(part.column("action").to_pylist(), np.float32),
-                           "object_state": None if any(v is None for v in obj) else np.asarray(obj, np.float32)}
-    return out
 
 
 @dataclass

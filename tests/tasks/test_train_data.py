@@ -9,24 +9,15 @@ from cosmos_policy.samples import mix_counts
 from flywheel.config import load_config
 from flywheel.model_setup import ModelSetupError, training_config
 from storage_schemas.layout import LakeLayout
-from tasks.train_data import BatchMixer, SampleStream, StreamPosition, read_samples, select_training_episodes
+from tasks.train_data import (
+    BatchMixer,
+    InMemoryShard,
+    SampleStream,
+    StreamPosition,
+    read_samples,
+    select_training_episodes,
+)
 from tests.fixtures.lake import write_synthetic_episodes
-
-
-class FakeShard:
-    """Stands in for a Ray Train dataset shard: seeded local shuffles of an in-memory table."""
-
-    def __init__(self, rows):
-        self.rows = rows
-        self.epochs = 0
-
-    def iter_batches(self, batch_size, batch_format, drop_last, local_shuffle_buffer_size, local_shuffle_seed):
-        self.epochs += 1
-        n = len(self.rows["t"])
-        order = np.random.default_rng(local_shuffle_seed).permutation(n)
-        for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
-            yield {k: v[idx] for k, v in self.rows.items()}
 
 
 def _rows(n, tag):
@@ -58,7 +49,7 @@ def test_one_training_config_preset_recipe_then_overrides():
 
 
 def test_stream_continues_across_epochs_and_resumes_where_it_stopped():
-    shard = FakeShard(_rows(10, "demo"))
+    shard = InMemoryShard(_rows(10, "demo"))
     stream = SampleStream(shard, batch_size=4, seed=3)
     seen = [stream.next()["t"].tolist() for _ in range(6)]  # 24 rows = 2.4 epochs
     assert all(len(b) == 4 for b in seen)
@@ -67,14 +58,14 @@ def test_stream_continues_across_epochs_and_resumes_where_it_stopped():
     # Resume: a new stream at the saved position gives the batches the old one would have given next.
     pos = StreamPosition(stream.position.epoch, stream.position.batches)
     expected = [stream.next()["t"].tolist() for _ in range(3)]
-    resumed = SampleStream(FakeShard(_rows(10, "demo")), batch_size=4, seed=3, position=pos)
+    resumed = SampleStream(InMemoryShard(_rows(10, "demo")), batch_size=4, seed=3, position=pos)
     got = [resumed.next()["t"].tolist() for _ in range(3)]
     assert pos.epoch == 2 and got[1:] == expected[1:]  # (the first may differ by the carried-over rows)
     assert not (got[0] == seen[0])  # not restarted from the first batch of epoch 0
 
 
 def test_base_mix_takes_every_type_from_demos():
-    streams = {"demo": SampleStream(FakeShard(_rows(50, "demo")), 8, 0)}
+    streams = {"demo": SampleStream(InMemoryShard(_rows(50, "demo")), 8, 0)}
     rows, types = BatchMixer(streams, (0.5, 0.25, 0.25), 8, 0).next(0)
     assert types == ["policy"] * 4 + ["world_model"] * 2 + ["value"] * 2 and set(rows["tag"]) == {"demo"}
 
@@ -82,7 +73,7 @@ def test_base_mix_takes_every_type_from_demos():
 def test_refine_mix_is_90_10_and_balances_outcomes():
     sizes = BatchMixer.stream_batch_sizes(["demo", "success", "failure"], (0.1, 0.45, 0.45), 20)
     assert sizes == {"demo": 2, "success": 9, "failure": 9}
-    streams = {n: SampleStream(FakeShard(_rows(40, n)), k, 0) for n, k in sizes.items()}
+    streams = {n: SampleStream(InMemoryShard(_rows(40, n)), k, 0) for n, k in sizes.items()}
     counts = {"demo": 0, "success": 0, "failure": 0}
     for step in range(20):
         rows, types = BatchMixer(streams, (0.1, 0.45, 0.45), 20, 0).next(step)
