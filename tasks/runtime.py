@@ -13,8 +13,11 @@ from flywheel.config import FlywheelConfig
 from flywheel.workspace import Workspace
 
 # Each Ray worker runs torch/MuJoCo single-threaded: two workers on two cores must not oversubscribe.
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: Ray Train's controller polls workers every 2 s by default and a report waits
+# for that poll; 0.2 s keeps reports every few steps from throttling training (it must reach the controller too).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MUJOCO_GL": "egl",
-              "PYOPENGL_PLATFORM": "egl", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+              "PYOPENGL_PLATFORM": "egl", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}
 
 
 def init_ray(cfg: FlywheelConfig, ws: Workspace, num_cpus: int | None = None):

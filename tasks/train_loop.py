@@ -12,7 +12,6 @@ step ``s`` is seeded by (seed, rank, s), so the resumed steps draw what the unin
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections import defaultdict
@@ -242,9 +241,3 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             report(with_checkpoint=True)
         elif step % wc.report_every == 0:
             report(with_checkpoint=False)
-
-
-def worker_env() -> dict[str, str]:
-    """Environment the training processes need (report throttling lowered: Ray Train's default health-check
-    interval of 2 s caps reports at one per 2 s)."""
-    return {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}

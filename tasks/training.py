@@ -164,10 +164,12 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from tasks.runtime import init_ray, mlflow_uri
-    from tasks.train_loop import ProgressTracker, WorkerConfig, train_loop_per_worker, worker_env
+    from tasks.runtime import WORKER_ENV, init_ray, mlflow_uri
+    from tasks.train_loop import ProgressTracker, WorkerConfig, train_loop_per_worker
 
-    os.environ.update(worker_env())
+    throttle = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": WORKER_ENV["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]}
+    for key, value in throttle.items():  # read by the controller the driver starts (and by its workers)
+        os.environ.setdefault(key, value)
     t = cfg.train
     need = t.num_workers * t.cpus_per_worker
     ray = init_ray(cfg, ws, num_cpus=max(os.cpu_count() or 1, int(need) + 1))  # leave a CPU for the data readers
@@ -199,7 +201,7 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
         run_config=RunConfig(name=prep.name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                             worker_runtime_env={"env_vars": worker_env()}),
+                             worker_runtime_env={"env_vars": throttle}),
         datasets=datasets)
     stop = threading.Event()
 

@@ -11,7 +11,7 @@ from tests.fixtures.datasets import make_hdf5
 runner = CliRunner()
 
 COMMANDS = [[], ["config"], ["config", "show"], ["doctor"], ["ingest"], ["query"], ["report"], ["model"],
-            ["model", "init"], ["model", "latents"]]
+            ["model", "init"], ["model", "latents"], ["train"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

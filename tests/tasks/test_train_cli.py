@@ -1,5 +1,6 @@
 """``flywheel train``: bad inputs fail before any work with one clear line; a smoke training registers a version."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -144,7 +145,6 @@ def _kill_tree_of_session(home: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_training_resumes_from_the_last_checkpoint(demo_home):
     """Kill -9 the driver after a checkpoint; the same command resumes: the step count continues in one run."""
-    import json
     import signal
 
     args = ["--set", "train.steps=60", "--set", "train.checkpoint_every=10", "--set", "train.report_every=5"]
@@ -220,3 +220,23 @@ def test_training_workers_on_another_node_get_their_data_through_ray(demo_home):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_refinement_from_a_checkpoint_uses_the_90_10_mix(demo_home, tmp_path):
+    """``--init DIR --mix refine`` on demos + successful and failed rollouts: a new version whose run records the
+    90/10 fractions, the refine steps and the rollout counts of its input dataset."""
+    ckpt = make_tiny_checkpoint(tmp_path / "init")
+    out = _train_cli(demo_home, "--init", str(ckpt), "--mix", "refine")
+    assert out.returncode == 0, out.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{demo_home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("cosmos-policy", "candidate")
+    run = client.get_run(version.run_id)
+    assert json.loads(run.data.params["train.mix_fractions"]) == pytest.approx([0.1, 0.45, 0.45])
+    assert run.data.params["model.train.steps"] == "4"  # refine.steps of the smoke profile
+    assert run.data.tags["init"].startswith("sha-")  # a folder is named by content, not path
+    tags = {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}
+    assert (tags["rollout_successes"], tags["rollout_failures"], tags["demo_episodes"]) == ("1", "1", "2")
