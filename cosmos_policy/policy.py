@@ -1,7 +1,8 @@
 """``CosmosPolicy``: checkpoint → ``act(observations, instructions)`` → action chunks ``(B, K, A)``.
 
-Satisfies :class:`sims.types.Policy`. Direct mode samples the action in one parallel pass (or
-autoregressively); planning mode runs batched best-of-N (:func:`~cosmos_policy.planner.plan`).
+Satisfies the simulators' policy protocol (``act(observations, instructions)``); observations are any objects
+with the attributes of :class:`~cosmos_policy.observation.PolicyObservation`. Direct mode samples the action in
+one parallel pass (or autoregressively); planning mode runs batched best-of-N (:func:`~cosmos_policy.planner.plan`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from cosmos_policy.configuration_cosmos_policy import PlannerConfig
 from cosmos_policy.latent_layout import LatentLayout
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
 from cosmos_policy.normalization import NormalizationStats
+from cosmos_policy.observation import PolicyObservation as Observation
 from cosmos_policy.planner import PlanOutput, plan, row_seed, sample_chain
 from cosmos_policy.tokenizer import Tokenizer, build_tokenizer
-from sims.types import Observation
 
 
 class CosmosPolicy:

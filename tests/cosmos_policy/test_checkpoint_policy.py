@@ -76,3 +76,27 @@ def test_policy_act_direct_and_planning(checkpoint, stats):
     with pytest.raises(KeyError, match="lacks camera 'eye_in_hand'"):
         policy.act([Observation(images={"agentview": obs[0].images["agentview"]}, proprio=obs[0].proprio)],
                    ["task 0"])
+
+
+def test_model_package_imports_no_simulator_or_orchestration():
+    """``cosmos_policy`` stands alone: importing all of it pulls in neither sims nor flywheel, Ray, Prefect, MLflow."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, cosmos_policy\n"
+            "for m in pkgutil.iter_modules(cosmos_policy.__path__):\n"
+            "    importlib.import_module('cosmos_policy.' + m.name)\n"
+            "bad = sorted({n.split('.')[0] for n in sys.modules} & {'sims', 'flywheel', 'ray', 'prefect', 'mlflow', 'tasks'})\n"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""
+
+
+def test_simulator_observation_satisfies_the_policy_protocol():
+    import numpy as np
+
+    from cosmos_policy.observation import PolicyObservation
+    from sims.types import Observation
+
+    assert isinstance(Observation(images={}, proprio=np.zeros(9, np.float32)), PolicyObservation)
