@@ -203,6 +203,7 @@ def test_training_workers_on_another_node_get_their_data_through_ray(demo_home):
     from flywheel.cli.common import setup
     from tasks.training import train_model
 
+    ray.shutdown()  # a session-wide local instance from an earlier test must not be joined instead
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     other = cluster.add_node(num_cpus=2, resources={"trainer_node": 1})
     try:
