@@ -30,6 +30,9 @@ class SimConfig(_Section):
     suites: list[str] = Field(default_factory=lambda: ["libero_object"])
     tasks: list[int] | None = None  # None = every task of the suite
     image_size: int = Field(64, ge=16, le=512)
+    # The last k init states of every task are held out: demos and training rollouts never start there, evaluation
+    # always does (LIBERO ships 50 per task: 0-39 train, 40-49 held out by default).
+    heldout_init_states: int = Field(10, ge=1)
 
     @field_validator("suites")
     @classmethod
@@ -119,6 +122,21 @@ class EvalConfig(_Section):
     sampler_steps: int = Field(5, ge=1)
 
 
+class CycleConfig(_Section):
+    """The nightly cycle: which rollouts refinement sees, how the held-out value/world-model set is collected,
+    when a candidate is promoted, and the schedule."""
+
+    rollout_window: int = Field(2, ge=1)  # refinement uses the rollouts of the last w iterations (this one included)
+    # Held-out episodes for value AUC / world-model error: the noisy expert on held-out init states (both outcomes),
+    # stored as source=eval beside the model's own evaluation episodes.
+    heldout_expert_episodes_per_task: int = Field(2, ge=0)
+    value_steps_per_episode: int = Field(4, ge=1)  # steps of each held-out episode scored by the value head
+    promote_alpha: float = Field(0.1, gt=0, lt=1)  # one-sided Fisher exact test, candidate > champion
+    promote_on: Literal["planning", "direct"] = "planning"  # which evaluation mode decides promotion
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
 class MlflowConfig(_Section):
     tracking_uri: str | None = None  # None = sqlite:///$FLYWHEEL_HOME/mlflow/mlflow.db
     experiment: str = "cosmos-policy-flywheel"
@@ -141,6 +159,7 @@ class FlywheelConfig(_Section):
     refine: RefineConfig = Field(default_factory=RefineConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    cycle: CycleConfig = Field(default_factory=CycleConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -157,6 +176,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "refine": {"steps": 4},
         "rollout": {"episodes_per_task": 2, "num_workers": 1},
         "eval": {"episodes_per_task": 1, "num_candidates": 2, "world_model_samples": 1, "value_samples": 2},
+        "cycle": {"heldout_expert_episodes_per_task": 2, "value_steps_per_episode": 2},
     },
     # A meaningful cycle on a 2-core CPU (tens of minutes).
     "cpu": {

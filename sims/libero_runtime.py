@@ -29,6 +29,10 @@ LIBERO_MAX_STEPS: dict[str, int] = {
     "libero_90": 400,
 }
 LIBERO_SUITES: tuple[str, ...] = tuple(LIBERO_MAX_STEPS)
+# Tasks per suite as LIBERO's benchmark defines them (checked against it in tests/sims): validating task ids needs
+# no simulator import.
+LIBERO_NUM_TASKS: dict[str, int] = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10,
+                                    "libero_90": 90}
 
 #: Our camera names -> MuJoCo camera names in LIBERO scenes.
 LIBERO_CAMERAS: dict[str, str] = {"agentview": "agentview", "eye_in_hand": "robot0_eye_in_hand"}

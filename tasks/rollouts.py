@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
+import pyarrow as pa
 from prefect import task
 
 from flywheel.config import FlywheelConfig
@@ -52,13 +54,55 @@ class RolloutSummary:
         return rows
 
 
+Split = Literal["train", "heldout"]
+
+
+def init_states_of(split: Split, num_init_states: int, heldout: int) -> list[int]:
+    """The init-state indices of a split: the last ``heldout`` of a task's states are held out for evaluation."""
+    if heldout >= num_init_states:
+        raise ValueError(f"sim.heldout_init_states={heldout} leaves no training init state (the task has "
+                         f"{num_init_states}); lower it")
+    cut = num_init_states - heldout
+    return list(range(cut)) if split == "train" else list(range(cut, num_init_states))
+
+
 def build_requests(suite: str, task_ids: Sequence[int], episodes_per_task: int, *, iteration: int, source: Source,
-                   policy: str, seed: int, image_every: int, num_init_states: int = 50,
-                   init_offset: int = 0) -> list[EpisodeRequest]:
-    """Episode j of a task uses init state ``(init_offset + j) % num_init_states`` and seed ``seed + j``."""
-    return [EpisodeRequest(suite, t, (init_offset + j) % num_init_states, seed + j, iteration, source, policy,
+                   policy: str, seed: int, image_every: int, init_states: Sequence[int] = tuple(range(50)),
+                   ) -> list[EpisodeRequest]:
+    """Episode j of a task uses init state ``init_states[j % len(init_states)]`` and seed ``seed + j``."""
+    if episodes_per_task < 1:
+        raise ValueError(f"episodes per task must be positive, got {episodes_per_task}")
+    return [EpisodeRequest(suite, t, init_states[j % len(init_states)], seed + j, iteration, source, policy,
                            image_every=image_every)
             for t in task_ids for j in range(episodes_per_task)]
+
+
+def existing_episode_ids(ws: Workspace, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the lake already holds (a re-run after a crash runs only the others)."""
+    from storage_schemas.views import connect
+
+    if not ids or not ws.lake.parts("episodes"):
+        return set()
+    con = connect(ws.lake)
+    try:
+        con.register("wanted", pa.table({"episode_id": list(ids)}))
+        return {r[0] for r in con.sql("SELECT episode_id FROM episodes JOIN wanted USING (episode_id)").fetchall()}
+    finally:
+        con.close()
+
+
+def _lake_counts(ws: Workspace, ids: Sequence[str]) -> dict[int, tuple[int, int]]:
+    """task -> (episodes, successes) of ``ids`` as stored in the lake."""
+    from storage_schemas.views import connect
+
+    con = connect(ws.lake)
+    try:
+        con.register("wanted", pa.table({"episode_id": list(ids)}))
+        rows = con.sql("SELECT task_id, count(*), count(*) FILTER (WHERE success) FROM episodes "
+                       "JOIN wanted USING (episode_id) GROUP BY task_id").fetchall()
+    finally:
+        con.close()
+    return {int(t): (int(n), int(k)) for t, n, k in rows}
 
 
 def _engine(cfg: FlywheelConfig, ws: Workspace, suite: str, behaviour: BehaviourSpec, num_workers: int) -> RolloutEngine:
@@ -76,27 +120,54 @@ def _summary(stats: RolloutStats, suite: str, policy: str, source: Source, itera
                           {t: (v[0], v[1]) for (_, t), v in stats.per_task.items()})
 
 
+def _resumed_summary(ws: Workspace, reqs: Sequence[EpisodeRequest], stats: RolloutStats | None, suite: str,
+                     policy: str, source: Source, iteration: int) -> RolloutSummary:
+    """Counts over every requested episode as the lake holds them (those of an earlier, interrupted run too)."""
+    per_task = _lake_counts(ws, [r.episode_id for r in reqs])
+    done = sum(n for n, _ in per_task.values())
+    ok = sum(k for _, k in per_task.values())
+    if stats is None:
+        return RolloutSummary(suite, policy, str(source), iteration, done, ok, 0, 0, 0.0, 0, 0, per_task)
+    return RolloutSummary(suite, policy, str(source), iteration, done, ok, stats.errors, stats.retries, stats.wall_s,
+                          stats.env_steps, stats.done, per_task)
+
+
+def _task_requests(engine: RolloutEngine, cfg: FlywheelConfig, suite: str, task_ids: Sequence[int] | None,
+                   episodes: int, split: Split, **kw) -> list[EpisodeRequest]:
+    specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
+    states = init_states_of(split, min(s.num_init_states for s in specs) or 1, cfg.sim.heldout_init_states)
+    return build_requests(suite, [s.task_id for s in specs], episodes, init_states=states, **kw)
+
+
 def run_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, policy: str, episodes: int,
                  task_ids: Sequence[int] | None = None, iteration: int = 0, source: Source = Source.ROLLOUT,
                  num_workers: int | None = None, on_episode: ProgressFn | None = None,
-                 on_start: Callable[[int], None] | None = None) -> RolloutSummary:
-    """Run ``episodes`` episodes per task of ``suite`` with a behaviour policy and write them all to the lake."""
+                 on_start: Callable[[int], None] | None = None, split: Split = "train") -> RolloutSummary:
+    """Run ``episodes`` episodes per task of ``suite`` with a behaviour policy and write them all to the lake.
+
+    Episodes start from the ``split``'s init states. Episodes the lake already holds (same deterministic id, e.g.
+    from a run that was killed) are not run again; the summary counts them from the lake.
+    """
     if policy not in BEHAVIOURS:
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(BEHAVIOURS)}")
     behaviour = BehaviourSpec(policy, noise_std=cfg.rollout.expert_noise_std, chunk_size=cfg.model.chunk_size)
     engine = _engine(cfg, ws, suite, behaviour, num_workers or cfg.rollout.num_workers)
+    stats = None
     try:
-        specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
-        reqs = build_requests(suite, [s.task_id for s in specs], episodes, iteration=iteration, source=source, policy=policy,
-                              seed=cfg.seed + 1000 * iteration, image_every=cfg.demos.image_every,
-                              num_init_states=min(s.num_init_states for s in specs) or 1)
+        reqs = _task_requests(engine, cfg, suite, task_ids, episodes, split, iteration=iteration, source=source,
+                              policy=policy, seed=cfg.seed + 1000 * iteration, image_every=cfg.demos.image_every)
+        have = existing_episode_ids(ws, [r.episode_id for r in reqs])
+        todo = [r for r in reqs if r.episode_id not in have]
+        if have:
+            print(f"{policy} rollouts on {suite}: {len(have)} of {len(reqs)} episodes already in the lake")
         if on_start:
-            on_start(len(reqs))
-        stats = engine.run(reqs, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
-                           gamma=cfg.model.gamma, on_episode=on_episode)
+            on_start(len(todo))
+        if todo:
+            stats = engine.run(todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
+                               gamma=cfg.model.gamma, on_episode=on_episode)
     finally:
         engine.shutdown()
-    return _summary(stats, suite, policy, source, iteration, stats.done)
+    return _resumed_summary(ws, reqs, stats, suite, policy, source, iteration)
 
 
 def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int, task_ids: Sequence[int] | None = None,
@@ -113,10 +184,8 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
         return ok
 
     try:
-        specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
-        reqs = build_requests(suite, [s.task_id for s in specs], per_task, iteration=0, source=Source.DEMO,
-                              policy="expert", seed=cfg.seed, image_every=cfg.demos.image_every,
-                              num_init_states=min(s.num_init_states for s in specs) or 1)
+        reqs = _task_requests(engine, cfg, suite, task_ids, per_task, "train", iteration=0, source=Source.DEMO,
+                              policy="expert", seed=cfg.seed, image_every=cfg.demos.image_every)
         if on_start:
             on_start(len(reqs))
         stats = engine.run(reqs, LakeWriter(ws.lake), dataset_id=f"expert-demos-{suite}", gamma=cfg.model.gamma,
@@ -156,38 +225,53 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
                        task_ids: Sequence[int] | None = None, iteration: int = 0, planning: bool = False,
                        source: Source = Source.ROLLOUT, num_workers: int | None = None,
                        placement: str | None = None, on_episode: ProgressFn | None = None,
-                       on_start: Callable[[int], None] | None = None) -> RolloutSummary:
+                       on_start: Callable[[int], None] | None = None, split: Split = "train",
+                       engine: RolloutEngine | None = None) -> RolloutSummary:
     """Roll a Cosmos Policy checkpoint out, batched across env workers; every episode goes to the lake.
 
     ``checkpoint`` is a local folder, a ``models:/`` URI or an already resolved model; its layout is checked
     against ``suite`` before any episode runs, and episodes record its version label (``NAME/vN`` or
-    ``sha-<digest>``), never a filesystem path.
+    ``sha-<digest>``), never a filesystem path. Episodes start from the ``split``'s init states (``heldout`` for
+    evaluation); those already in the lake are not run again. ``engine``: env workers to reuse (from
+    :func:`model_engine`, e.g. for several evaluations in a row; the caller shuts it down), else started here.
     """
     from tasks.batched_rollouts import PolicyHandle, run_batched
     from tasks.registry import check_layout
 
     resolved = checkpoint if isinstance(checkpoint, ResolvedModel) else resolve_checkpoint(checkpoint, cfg, ws)
     check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size)
-    path = resolved.path
-    engine = _engine(cfg, ws, suite, BehaviourSpec("external"), num_workers or cfg.rollout.num_workers)
-    factory = functools.partial(load_cosmos_policy, str(path), planning, cfg.eval.num_candidates,
-                                cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration)
-    handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
+    own_engine = engine is None
+    if engine is None:
+        engine = model_engine(cfg, ws, suite, num_workers)
+    stats, handle = None, None
     try:
-        specs = engine.task_specs(list(task_ids) if task_ids is not None else None)
         reqs = [replace(r, policy_version=resolved.version_label, planning=planning)
-                for r in build_requests(suite, [s.task_id for s in specs], episodes, iteration=iteration, source=source,
-                                        policy="model", seed=cfg.seed + 1000 * iteration,
-                                        image_every=cfg.model.chunk_size,
-                                        num_init_states=min(s.num_init_states for s in specs) or 1)]
+                for r in _task_requests(engine, cfg, suite, task_ids, episodes, split, iteration=iteration,
+                                        source=source, policy="model", seed=cfg.seed + 1000 * iteration,
+                                        image_every=cfg.model.chunk_size)]
+        have = existing_episode_ids(ws, [r.episode_id for r in reqs])
+        todo = [r for r in reqs if r.episode_id not in have]
+        if have:
+            print(f"model rollouts on {suite}: {len(have)} of {len(reqs)} episodes already in the lake")
         if on_start:
-            on_start(len(reqs))
-        stats = run_batched(engine, handle, reqs, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
-                            gamma=cfg.model.gamma, on_episode=on_episode)
+            on_start(len(todo))
+        if todo:
+            factory = functools.partial(load_cosmos_policy, str(resolved.path), planning, cfg.eval.num_candidates,
+                                        cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration)
+            handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
+            stats = run_batched(engine, handle, todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
+                                gamma=cfg.model.gamma, on_episode=on_episode)
     finally:
-        handle.close()
-        engine.shutdown()
-    return _summary(stats, suite, "model", source, iteration, stats.done)
+        if handle is not None:
+            handle.close()
+        if own_engine:
+            engine.shutdown()
+    return _resumed_summary(ws, reqs, stats, suite, "model", source, iteration)
+
+
+def model_engine(cfg: FlywheelConfig, ws: Workspace, suite: str, num_workers: int | None = None) -> RolloutEngine:
+    """Env workers driven by an external (learned) policy; reusable across :func:`run_model_rollouts` calls."""
+    return _engine(cfg, ws, suite, BehaviourSpec("external"), num_workers or cfg.rollout.num_workers)
 
 
 # Prefect tasks: thin wrappers. Ray start-up is the flaky edge; a shard re-run is idempotent by episode id.

@@ -59,3 +59,19 @@ def init_mlflow(cfg: FlywheelConfig, ws: Workspace) -> str:
         location = ws.mlflow_artifacts.as_uri() if uri.startswith("sqlite:") else None
         return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
     return exp.experiment_id
+
+
+def load_workspace(profile: str, config_path: str | None, overrides: list[str] | None,
+                   home: str | None = None) -> tuple[FlywheelConfig, Workspace]:
+    """Config + workspace inside a flow (which may run in a Prefect worker, not under the CLI): ``home`` wins over
+    ``$FLYWHEEL_HOME``, which wins over ``./flywheel-home``; the environment every stage expects is exported."""
+    from pathlib import Path
+
+    from flywheel.compat import set_default_env
+    from flywheel.config import load_config
+
+    set_default_env()
+    cfg = load_config(profile, config_path, overrides or [])
+    ws = Workspace.from_env(Path(home) if home else None).ensure()
+    ws.export_env()
+    return cfg, ws

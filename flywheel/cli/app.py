@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from flywheel.cli import config_cmd
+from flywheel.cli.cycle_cmds import cycle, serve
 from flywheel.cli.doctor_cmd import doctor
 from flywheel.cli.flow_cmds import collect
 from flywheel.cli.ingest_cmd import ingest
@@ -28,6 +29,8 @@ app.command()(report)
 app.command()(rollout)
 app.command()(collect)
 app.command()(train)
+app.command()(cycle)
+app.command()(serve)
 app.add_typer(demos_app, name="demos")
 app.add_typer(model_app, name="model")
 

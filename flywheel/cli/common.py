@@ -33,10 +33,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from flywheel.ingest.common import IngestError
     from flywheel.model_setup import ModelSetupError
     from storage_schemas.writer import LakeError
+    from tasks.iteration import CycleError
     from tasks.registry import RegistryError
 
     return (UserError, ConfigError, IngestError, LakeError, FileNotFoundError, ModelSetupError, EpisodeReadError,
-            RegistryError)
+            RegistryError, CycleError)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -96,6 +96,9 @@ def rollout(
     iteration: Annotated[int, typer.Option(help="Flywheel iteration the episodes belong to.")] = 0,
     planning: Annotated[bool, typer.Option(help="Best-of-N planning (model policies only).")] = False,
     workers: Annotated[int | None, typer.Option(help="Ray env workers (default: rollout.num_workers).")] = None,
+    heldout: Annotated[bool, typer.Option(help="Evaluation: start from the held-out init states "
+                                               "(sim.heldout_init_states) and store episodes as source=eval, "
+                                               "which training never selects.")] = False,
     profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
 ) -> None:
     """Roll a policy out on Ray; every episode (sparse terminal reward, value targets) is written to the lake.
@@ -112,8 +115,11 @@ def rollout(
     if kind in BEHAVIOURS and planning:
         raise UserError("--planning needs a model policy (a checkpoint folder or models:/ URI)")
     cfg, ws = setup(profile, config, set_, home)
+    from storage_schemas import Source
+
     common = dict(cfg=cfg, ws=ws, suite=suite, episodes=episodes, task_ids=_parse_tasks(tasks) or cfg.sim.tasks,
-                  iteration=iteration, num_workers=workers)
+                  iteration=iteration, num_workers=workers, split="heldout" if heldout else "train",
+                  source=Source.EVAL if heldout else Source.ROLLOUT)
     if kind in BEHAVIOURS:
         summary = _run_with_progress("rollout", run_rollouts, policy=kind, **common)
         label = policy

@@ -37,6 +37,12 @@ def test_libero_reset_step_shapes_and_upright_image(object_env) -> None:
     assert spec.max_steps == 280 and spec.num_init_states == 50 and "alphabet soup" in spec.instruction
 
 
+def test_task_counts_match_libero() -> None:
+    from sims.libero_runtime import LIBERO_NUM_TASKS, num_tasks
+
+    assert {s: num_tasks(s) for s in LIBERO_NUM_TASKS} == LIBERO_NUM_TASKS
+
+
 def test_expert_solves_libero_object_init_states(object_env) -> None:
     from sims.demos import record_episode
     from sims.expert import ScriptedExpert
