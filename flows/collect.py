@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flywheel.config import load_config
-from flywheel.workspace import Workspace
 from storage_schemas import Source
 from tasks.latents import latents_task
 from tasks.reports import report_task
 from tasks.rollouts import demos_task, rollout_task
+from tasks.runtime import load_workspace
 
 
 @flow(name="collect", log_prints=True)
 def collect_flow(profile: str = "cpu", config_path: str | None = None, overrides: list[str] | None = None,
-                 iteration: int = 0) -> dict:
-    cfg = load_config(profile, config_path, overrides or [])
-    ws = Workspace.from_env().ensure()
+                 iteration: int = 0, home: str | None = None) -> dict:
+    cfg, ws = load_workspace(profile, config_path, overrides, home)
     summaries, latents = [], []
     for suite in cfg.sim.suites:
         summaries.append(demos_task(cfg, ws, suite, cfg.demos.per_task, cfg.sim.tasks))

@@ -71,8 +71,9 @@ class Workspace:
         return self
 
     def export_env(self) -> None:
-        """Point Prefect, LIBERO and MLflow at the workspace (values the user set win)."""
-        os.environ.setdefault("FLYWHEEL_HOME", str(self.home))
+        """Point flows and Ray workers at this workspace (``--home`` already won over ``$FLYWHEEL_HOME``), and
+        Prefect, LIBERO and MLflow at it unless the user set them."""
+        os.environ["FLYWHEEL_HOME"] = str(self.home)
         os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
         os.environ.setdefault("LIBERO_CONFIG_PATH", str(self.libero_config))
         os.environ.setdefault("MLFLOW_TRACKING_URI", self.mlflow_uri)

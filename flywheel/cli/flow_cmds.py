@@ -17,7 +17,8 @@ def collect(profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt 
     from flows.collect import collect_flow
 
     t0 = time.perf_counter()
-    out = collect_flow(profile=profile, config_path=str(config) if config else None, overrides=list(set_ or []))
+    out = collect_flow(profile=profile, config_path=str(config) if config else None, overrides=list(set_ or []),
+                      home=str(ws.home))
     for s in out["summaries"]:
         console.print(f"[bold]{s.policy}[/] on {s.suite} ({s.source}): {s.successes}/{s.episodes} successes, "
                       f"{s.written} written, {s.wall_s:.0f}s", highlight=False)

@@ -11,7 +11,7 @@ from tests.fixtures.datasets import make_hdf5
 runner = CliRunner()
 
 COMMANDS = [[], ["config"], ["config", "show"], ["doctor"], ["ingest"], ["query"], ["report"], ["model"],
-            ["model", "init"], ["model", "latents"], ["train"]]
+            ["model", "init"], ["model", "latents"], ["train"], ["cycle"], ["serve"], ["rollout"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -130,3 +130,21 @@ def test_query_every_column_type_in_every_format(home, tmp_path, view):
         assert len(rows) == 2 and {r["source"] for r in rows} == {"demo"}
     res = runner.invoke(app, ["query", sql, "--format", "parquet"])
     assert res.exit_code == 2 and "--out" in _error_line(res)
+
+
+def test_home_flag_wins_over_the_environment(home, tmp_path, monkeypatch):
+    """One rule for every command and flow: --home, else $FLYWHEEL_HOME, else ./flywheel-home."""
+    import os
+
+    from tasks.runtime import load_workspace
+
+    other = (tmp_path / "other").resolve()
+    res = runner.invoke(app, ["config", "show", "--home", str(other)])
+    assert res.exit_code == 0 and f"home: {other}" in res.output
+    assert os.environ["FLYWHEEL_HOME"] == str(other)  # flows and Ray workers started next see the same home
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    assert load_workspace("smoke", None, None, None)[1].home == home.resolve()
+    assert load_workspace("smoke", None, None, str(other))[1].home == other  # what flows use
+    monkeypatch.delenv("FLYWHEEL_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert load_workspace("smoke", None, None, None)[1].home == (tmp_path / "flywheel-home").resolve()
