@@ -31,7 +31,8 @@ META_NAME, WEIGHTS_NAME = "cosmos_policy.json", "model.safetensors"  # cosmos_po
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as code, never pickled
 LOGGED_MODEL_NAME = "cosmos_policy"
 MAX_PARAM_CHARS = 6000  # MLflow truncates (or refuses) longer parameter values
-_FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+# No retries; a server that answers may still be slow on its first request (it creates its tables then).
+_FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 class RegistryError(ValueError):
@@ -91,8 +92,17 @@ def check_tracking(uri: str) -> None:
     """Fail fast (seconds, not MLflow's minutes of retries) when the tracking store cannot be used."""
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
     if scheme in ("http", "https"):
+        import socket
+        from urllib.parse import urlparse
+
         from mlflow import MlflowClient
 
+        parsed = urlparse(uri)
+        try:  # nothing listening: fail in seconds
+            socket.create_connection((parsed.hostname, parsed.port or (443 if scheme == "https" else 80)), 3).close()
+        except OSError as exc:
+            raise RegistryError(f"MLflow tracking server {uri} is unreachable: {_short(exc)}; start it or unset "
+                                f"MLFLOW_TRACKING_URI / mlflow.tracking_uri") from None
         with _env(_FAST_FAIL_ENV):
             try:
                 MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)

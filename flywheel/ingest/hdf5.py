@@ -27,6 +27,21 @@ PROPRIO_LAYOUTS: tuple[tuple[str, ...], ...] = (
     ("state",),
 )
 IMAGE_SUFFIXES = ("_rgb", "_image")
+# LIBERO's published files store the hand orientation as a 3-dim axis-angle (robosuite's quat2axisangle of
+# robot0_eef_quat); the simulator adapter and the model use the 4-dim quaternion (xyzw). Ingestion converts.
+LIBERO_PUBLISHED = ("gripper_states", "ee_pos", "ee_ori")
+
+
+def axisangle_to_quat(aa: np.ndarray) -> np.ndarray:
+    """``(T, 3)`` axis-angle → ``(T, 4)`` unit quaternions (x, y, z, w), the inverse of robosuite's
+    ``quat2axisangle`` (angle = 2·acos(w) in [0, 2π], so w keeps its sign and the round trip is exact)."""
+    aa = np.asarray(aa, dtype=np.float64).reshape(-1, 3)
+    angle = np.linalg.norm(aa, axis=1, keepdims=True)
+    small = angle[:, 0] < 1e-8
+    axis = aa / np.where(small[:, None], 1.0, angle)
+    quat = np.concatenate([axis * np.sin(angle / 2), np.cos(angle / 2)], axis=1)
+    quat[small] = (0.0, 0.0, 0.0, 1.0)
+    return quat.astype(np.float32)
 
 
 def _demo_key(name: str) -> tuple[int, str]:
@@ -43,7 +58,8 @@ class _FileInfo:
     proprio_keys: tuple[str, ...]
     image_keys: tuple[str, ...]
     action_dim: int
-    proprio_dim: int
+    proprio_dim: int  # as stored in the lake (after the orientation conversion)
+    ori_to_quat: bool = False  # LIBERO's published layout: ee_ori axis-angle → quaternion
 
 
 def _attr_json(group: h5py.Group, name: str) -> dict:
@@ -96,6 +112,7 @@ def inspect_file(path: Path, opts: IngestOptions) -> _FileInfo:
             if not proprio_keys:
                 raise IngestError(f"{path}: cannot find proprio in obs keys {sorted(obs_keys)}; pass --proprio-keys")
         image_keys = tuple(sorted(k for k in obs_keys if k.endswith(IMAGE_SUFFIXES) and first["obs"][k].ndim == 4))
+        ori_to_quat = proprio_keys == LIBERO_PUBLISHED and first["obs"]["ee_ori"].shape[1:] == (3,)
         action_dim = proprio_dim = -1
         for name in demos:
             g = data[name]
@@ -109,13 +126,14 @@ def inspect_file(path: Path, opts: IngestOptions) -> _FileInfo:
             lengths = {g["obs"][k].shape[0] for k in proprio_keys + image_keys}
             if lengths != {acts.shape[0]}:
                 raise IngestError(f"{path}: {name} has {acts.shape[0]} actions but obs lengths {sorted(lengths)}")
-            pdim = sum(int(np.prod(g["obs"][k].shape[1:])) for k in proprio_keys)
+            pdim = sum(int(np.prod(g["obs"][k].shape[1:])) for k in proprio_keys) + int(ori_to_quat)
             if action_dim < 0:
                 action_dim, proprio_dim = acts.shape[1], pdim
             elif (acts.shape[1], pdim) != (action_dim, proprio_dim):
                 raise IngestError(f"{path}: {name} has action_dim={acts.shape[1]}, proprio_dim={pdim}; "
                                   f"earlier demos have {action_dim}, {proprio_dim}")
-        return _FileInfo(instruction, suite, task_id, demos, proprio_keys, image_keys, action_dim, proprio_dim)
+        return _FileInfo(instruction, suite, task_id, demos, proprio_keys, image_keys, action_dim, proprio_dim,
+                         ori_to_quat)
 
 
 def _suite_and_task(path: Path, opts: IngestOptions, instruction: str, bddl: str) -> tuple[str, int]:
@@ -139,8 +157,10 @@ def read_episodes(path: Path, opts: IngestOptions, info: _FileInfo | None = None
         for name in info.demos:
             g = f["data"][name]
             actions = np.asarray(g["actions"], dtype=np.float32)
-            proprio = np.concatenate(
-                [np.asarray(g["obs"][k], dtype=np.float32).reshape(len(actions), -1) for k in info.proprio_keys], axis=1)
+            parts = [np.asarray(g["obs"][k], dtype=np.float32).reshape(len(actions), -1) for k in info.proprio_keys]
+            if info.ori_to_quat:  # gripper (2) | eef pos (3) | eef quat (4, xyzw): the simulator's convention
+                parts[-1] = axisangle_to_quat(parts[-1])
+            proprio = np.concatenate(parts, axis=1)
             # Demonstrations succeed by definition unless the file records a sparse reward that says otherwise.
             rewards = np.asarray(g["rewards"]) if "rewards" in g else np.zeros(0)
             success = bool(rewards[-1] > 0) if rewards.size and rewards.max() > 0 else True

@@ -56,7 +56,7 @@ def _kill_tree(proc: subprocess.Popen, home: Path) -> None:
 @pytest.mark.slow
 def test_two_cycles_with_a_crash_during_rollouts(tmp_path):
     home = tmp_path / "home"
-    args = ("cycle", "--profile", "smoke", "--set", "rollout.episodes_per_task=3")  # 2 model + 1 noisy expert
+    args = ("cycle", "--profile", "smoke", "--set", "rollout.episodes_per_task=3")  # 1 model + 2 noisy-expert episodes
     log = tmp_path / "killed.log"
     proc = _cli(home, log, *args)
     deadline = time.time() + 1500

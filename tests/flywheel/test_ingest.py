@@ -62,7 +62,7 @@ def test_hdf5_counts_libero_lookup_and_stats(tmp_path):
     ingest(f, w, IngestOptions(image_every=4, image_size=16))
     assert lake_counts(w) == (3, 29)
     st = load_suite_stats(w.layout, "libero_object")
-    assert st.num_episodes == 3 and st.num_steps == 29 and len(st.proprio.min) == 8
+    assert st.num_episodes == 3 and st.num_steps == 29 and len(st.proprio.min) == 9  # axis-angle → quaternion
 
 
 def test_missing_path(tmp_path):

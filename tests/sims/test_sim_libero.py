@@ -100,3 +100,61 @@ def test_robocasa_fixture_kitchen_builds_and_steps(tmp_path) -> None:
         assert res.observation.proprio.shape == (68,) and not res.done
     finally:
         env.close()
+
+
+def test_published_libero_hdf5_ingests_in_the_simulators_convention(object_env, tmp_path) -> None:
+    """A simulator episode written in LIBERO's published HDF5 layout (8-dim proprio with axis-angle orientation,
+    upside-down images, ``*_rgb`` cameras) ingests back to the simulator's own recording: 9-dim proprio with the
+    quaternion, upright images, the layout's camera names; and the same lake then takes simulator episodes."""
+    import json
+
+    import h5py
+    from robosuite.utils.transform_utils import quat2axisangle
+
+    from flywheel.ingest import ingest
+    from flywheel.ingest.common import IngestOptions
+    from flywheel.recordings import EpisodeRequest, to_episode
+    from sims.demos import record_episode
+    from sims.expert import ScriptedExpert
+    from storage_schemas import LakeWriter, Source
+    from storage_schemas.views import connect
+
+    rec = record_episode(object_env, ScriptedExpert([object_env]), 0, 5, seed=5, image_every=1)
+    assert rec.success and rec.error is None
+    T = rec.length
+    path = tmp_path / "libero_object" / "pick_up_the_alphabet_soup_demo.hdf5"
+    path.parent.mkdir()
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps({"language_instruction": rec.task.instruction})
+        g = data.create_group("demo_0")
+        g["actions"] = rec.actions
+        g["rewards"] = np.r_[np.zeros(T - 1), 1].astype(np.uint8)
+        g["dones"] = np.r_[np.zeros(T - 1), 1].astype(np.uint8)
+        obs = g.create_group("obs")
+        obs["gripper_states"] = rec.proprio[:, :2]
+        obs["joint_states"] = np.zeros((T, 7))
+        obs["ee_pos"] = rec.proprio[:, 2:5]
+        obs["ee_ori"] = np.stack([quat2axisangle(q) for q in rec.proprio[:, 5:9].astype(np.float64)])
+        obs["agentview_rgb"] = rec.images["agentview"][:, ::-1]  # LIBERO's raw frames are upside down
+        obs["eye_in_hand_rgb"] = rec.images["eye_in_hand"][:, ::-1]
+    writer = LakeWriter(tmp_path / "lake")
+    writer.init()
+    summary = ingest(path, writer, IngestOptions(image_size=64, image_every=1))
+    assert summary.episodes == 1
+    con = connect(writer.layout)
+    (suite, dims), = con.sql("SELECT suite, [action_dim, proprio_dim] FROM episodes").fetchall()
+    assert (suite, dims) == ("libero_object", [7, 9])
+    rows = con.sql("SELECT proprio, action, images FROM steps ORDER BY t").fetchall()
+    proprio = np.array([r[0] for r in rows])
+    np.testing.assert_allclose(proprio, rec.proprio, atol=1e-5)  # quaternion recovered, sign included
+    np.testing.assert_allclose(np.array([r[1] for r in rows]), rec.actions, atol=1e-6)
+    from storage_schemas.records import decode_png
+
+    for t in (0, T // 2, T - 1):
+        images = dict(rows[t][2])
+        assert set(images) == {"agentview", "eye_in_hand"}
+        np.testing.assert_array_equal(decode_png(images["agentview"]), rec.images["agentview"][t])  # upright
+    # the simulator's own episodes go into the same lake and suite without a dimension error
+    req = EpisodeRequest("libero_object", 0, 5, 5, source=Source.ROLLOUT, policy="expert")
+    writer.write_episodes([to_episode(rec, req, "sim")])
