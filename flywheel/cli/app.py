@@ -7,6 +7,7 @@ import typer
 from flywheel.cli import config_cmd
 from flywheel.cli.cycle_cmds import cycle, serve
 from flywheel.cli.doctor_cmd import doctor
+from flywheel.cli.export_cmd import export_app
 from flywheel.cli.flow_cmds import collect
 from flywheel.cli.ingest_cmd import ingest
 from flywheel.cli.model_cmds import model_app
@@ -33,6 +34,7 @@ app.command()(cycle)
 app.command()(serve)
 app.add_typer(demos_app, name="demos")
 app.add_typer(model_app, name="model")
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

@@ -67,6 +67,10 @@ def read_episodes(path: Path, opts: IngestOptions) -> Iterator[EpisodeData]:
     tasks = {int(i): str(name) for name, i in zip(ds.meta.tasks.index, ds.meta.tasks["task_index"], strict=True)}
     success_col = next((c for c in ("next.success", "success") if c in table.column_names), None)
     dataset_id = opts.dataset_id or f"lerobot:{path.name}"
+    if success_col is None:  # stated, and recorded on every episode of this dataset (queryable by dataset_id)
+        print(f"{path.name}: no success feature (next.success / success): every episode is stored as a successful "
+              "demonstration")
+        dataset_id += "#success-assumed"
     for ep in np.unique(ep_index):
         rows = np.flatnonzero(ep_index == ep)
         rows = rows[np.argsort(frame_index[rows])]

@@ -1,5 +1,5 @@
-"""Scale-out is configuration only: a ``smoke`` cycle against a Prefect server, a Ray head (``ray start --head``,
-joined through ``RAY_ADDRESS``) and an MLflow tracking server, all on 127.0.0.1 (slow).
+"""Scale-out is configuration only: a ``smoke`` cycle against a Prefect server and an MLflow tracking server on
+127.0.0.1 and a Ray head (``ray start --head`` on this machine, joined through ``RAY_ADDRESS``) (slow).
 
 Untested here: separate machines (every process shares this machine's disk; on a real cluster Ray Train's
 storage, ``train.storage_path``, must be shared storage)."""
@@ -62,10 +62,20 @@ def test_smoke_cycle_on_servers(tmp_path):
         mlflow = start(str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(m_port),
                        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                        "--artifacts-destination", str(tmp_path / "mlartifacts"), "--workers", "1")
-        start(str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(r_port),
-              "--num-cpus", "3", "--include-dashboard", "false", "--temp-dir", ray_temp)
+        # Ray resolves a 127.0.0.1 address to the node's own IP, so the head listens on the node address (this
+        # machine) and RAY_ADDRESS=127.0.0.1:PORT reaches it.
+        head = start(str(BIN / "ray"), "start", "--head", "--block", "--port", str(r_port), "--num-cpus", "3",
+                     "--include-dashboard", "false", "--temp-dir", ray_temp)
         _wait_http(f"http://127.0.0.1:{p_port}/api/health", prefect)
         _wait_http(f"http://127.0.0.1:{m_port}/health", mlflow)
+        deadline = time.time() + 120
+        while True:
+            assert head.poll() is None and time.time() < deadline, "ray head did not start"
+            try:
+                socket.create_connection(("127.0.0.1", r_port), 2).close()
+                break
+            except OSError:
+                time.sleep(1)
         services = {"PREFECT_API_URL": f"http://127.0.0.1:{p_port}/api", "MLFLOW_TRACKING_URI":
                     f"http://127.0.0.1:{m_port}", "RAY_ADDRESS": f"127.0.0.1:{r_port}"}
         home = tmp_path / "home"
