@@ -21,6 +21,10 @@ def ingest(
     camera_map: Annotated[list[str] | None, typer.Option(help="SOURCE=CANONICAL camera name (repeatable).")] = None,
     proprio_keys: Annotated[str | None, typer.Option(help="HDF5: comma-separated obs keys forming proprio.")] = None,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="HDF5: images are already upright.")] = False,
+    state_key: Annotated[str | None, typer.Option(help="LeRobot: feature read as proprio (default observation.state).")] = None,
+    action_key: Annotated[str | None, typer.Option(help="LeRobot: feature read as action (default action).")] = None,
+    success_key: Annotated[str | None, typer.Option(help="LeRobot: terminal success feature (default next.success; "
+                                                         "none = every episode a successful demo).")] = None,
     profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
 ) -> None:
     """Ingest demonstrations, compute normalisation statistics and print what was ingested."""
@@ -41,6 +45,7 @@ def ingest(
         suite=suite, dataset_id=dataset_id, image_size=cfg.sim.image_size, image_every=cfg.demos.image_every,
         camera_map=cmap, flip_images=False if no_flip else None, gamma=cfg.model.gamma,
         proprio_keys=tuple(k.strip() for k in proprio_keys.split(",")) if proprio_keys else None,
+        state_key=state_key, action_key=action_key, success_key=success_key,
     )
     writer = LakeWriter(ws.lake)
     with Progress(SpinnerColumn(), TextColumn("[bold]ingest[/] {task.description}"), BarColumn(),

@@ -44,6 +44,8 @@ class IngestOptions:
         camera_map: extra/overriding source camera name -> canonical name.
         flip_images: HDF5 only: flip rows (robosuite renders upside down); None = True for HDF5.
         proprio_keys: HDF5 only: obs keys concatenated into proprio; None = auto.
+        state_key / action_key / success_key: LeRobot only: the features read as proprio, action and terminal
+            success; None = the first of ``observation.state`` / ``action`` / ``next.success`` (and aliases) found.
         chunk_episodes: episodes per atomic lake write.
     """
 
@@ -54,6 +56,9 @@ class IngestOptions:
     camera_map: Mapping[str, str] = field(default_factory=dict)
     flip_images: bool | None = None
     proprio_keys: tuple[str, ...] | None = None
+    state_key: str | None = None
+    action_key: str | None = None
+    success_key: str | None = None
     chunk_episodes: int = 32
     gamma: float = 0.99
 

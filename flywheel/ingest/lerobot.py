@@ -20,13 +20,32 @@ from storage_schemas.records import content_episode_id
 
 STATE_KEYS = ("observation.state", "observation.proprio", "state")
 ACTION_KEYS = ("action", "actions")
+SUCCESS_KEYS = ("next.success", "success")
 
 
 def is_lerobot_dataset(path: Path) -> bool:
     return (path / "meta" / "info.json").is_file() and (path / "data").is_dir()
 
 
-def inspect_dataset(path: Path) -> dict:
+def feature_keys(path: Path, feats: dict, opts: IngestOptions) -> tuple[str, str, str | None]:
+    """(state, action, success-or-None) feature names: the flags when given (checked), else the first alias found."""
+    def pick(flag: str, given: str | None, aliases: tuple[str, ...], what: str) -> str | None:
+        if given is not None:
+            if given not in feats:
+                raise IngestError(f"{path}: --{flag} {given!r} is not a feature (features: {sorted(feats)})")
+            return given
+        found = next((k for k in aliases if k in feats), None)
+        if found is None and what:
+            raise IngestError(f"{path}: dataset has no {what} feature (one of {aliases}; features: {sorted(feats)}); "
+                              f"name it with --{flag}")
+        return found
+
+    return (pick("state-key", opts.state_key, STATE_KEYS, "proprio"),  # type: ignore[return-value]
+            pick("action-key", opts.action_key, ACTION_KEYS, "action"),
+            pick("success-key", opts.success_key, SUCCESS_KEYS, ""))
+
+
+def inspect_dataset(path: Path, opts: IngestOptions | None = None) -> dict:
     """Read and check ``meta/info.json`` (no lerobot import): returns the info dict."""
     try:
         info = json.loads((path / "meta" / "info.json").read_text())
@@ -36,23 +55,18 @@ def inspect_dataset(path: Path) -> dict:
     if not version.startswith("v3"):
         raise IngestError(f"{path}: LeRobot codebase_version {version or '?'} is not supported (need v3.x; "
                           "convert older datasets with lerobot's conversion script)")
-    feats = info.get("features", {})
-    if not any(k in feats for k in ACTION_KEYS):
-        raise IngestError(f"{path}: dataset has no 'action' feature (features: {sorted(feats)})")
-    if not any(k in feats for k in STATE_KEYS):
-        raise IngestError(f"{path}: dataset has no proprio feature (one of {STATE_KEYS})")
+    feature_keys(path, info.get("features", {}), opts or IngestOptions())
     return info
 
 
 def read_episodes(path: Path, opts: IngestOptions) -> Iterator[EpisodeData]:
     """Yield every episode of the LeRobot dataset at ``path`` as lake episodes."""
-    info = inspect_dataset(path)
+    info = inspect_dataset(path, opts)
     ensure_torchvision()
     from lerobot.datasets.lerobot_dataset import LeRobotDataset  # slow import: only when ingesting LeRobot
 
     feats = info["features"]
-    state_key = next(k for k in STATE_KEYS if k in feats)
-    action_key = next(k for k in ACTION_KEYS if k in feats)
+    state_key, action_key, success_col = feature_keys(path, feats, opts)
     camera_keys = [k for k, v in feats.items() if v.get("dtype") in ("image", "video")]
     try:
         ds = LeRobotDataset(f"local/{path.name}", root=path)
@@ -65,7 +79,6 @@ def read_episodes(path: Path, opts: IngestOptions) -> Iterator[EpisodeData]:
     states = np.stack(table.column(state_key).to_numpy(zero_copy_only=False)).astype(np.float32)
     actions = np.stack(table.column(action_key).to_numpy(zero_copy_only=False)).astype(np.float32)
     tasks = {int(i): str(name) for name, i in zip(ds.meta.tasks.index, ds.meta.tasks["task_index"], strict=True)}
-    success_col = next((c for c in ("next.success", "success") if c in table.column_names), None)
     dataset_id = opts.dataset_id or f"lerobot:{path.name}"
     if success_col is None:  # stated, and recorded on every episode of this dataset (queryable by dataset_id)
         print(f"{path.name}: no success feature (next.success / success): every episode is stored as a successful "
@@ -85,7 +98,8 @@ def read_episodes(path: Path, opts: IngestOptions) -> Iterator[EpisodeData]:
         else:
             suite = "lerobot_" + re.sub(r"[^a-zA-Z0-9_]+", "_", path.name).strip("_").lower()
             task_id = int(task_index[rows[0]])
-        success = bool(table.column(success_col)[int(rows[-1])].as_py()) if success_col else True
+        last = table.column(success_col)[int(rows[-1])].as_py() if success_col else True
+        success = bool(last[0] if isinstance(last, list) and last else last)  # (1,)-shaped features come as lists
         images: dict[str, dict[int, np.ndarray]] = {}
         for t in opts.image_steps(len(rows)):
             item = ds[int(rows[t])]
@@ -105,10 +119,11 @@ def expected_suites(path: Path, opts: IngestOptions) -> dict[str, tuple[int, int
     """Suites the dataset's episodes will land in, with (action_dim, proprio_dim), from metadata only."""
     import pyarrow.parquet as pq
 
-    info = inspect_dataset(path)
+    info = inspect_dataset(path, opts)
     feats = info["features"]
-    action_dim = int(np.prod(feats[next(k for k in ACTION_KEYS if k in feats)]["shape"]))
-    proprio_dim = int(np.prod(feats[next(k for k in STATE_KEYS if k in feats)]["shape"]))
+    state_key, action_key, _ = feature_keys(path, feats, opts)
+    action_dim = int(np.prod(feats[action_key]["shape"]))
+    proprio_dim = int(np.prod(feats[state_key]["shape"]))
     if opts.suite:
         return {opts.suite: (action_dim, proprio_dim)}
     tasks_file = path / "meta" / "tasks.parquet"

@@ -121,3 +121,20 @@ def test_no_temp_files_left(tmp_path):
     ingest(make_hdf5(tmp_path / "a.hdf5", [4, 4]), w)
     assert not [p for p in lake_files(w) if p.endswith(".tmp")]
     assert os.listdir(w.layout.journal_dir) == []
+
+
+def test_lerobot_feature_mapping_flags_and_unlabelled_success(tmp_path, lerobot_sources, capsys):
+    from flywheel.ingest.common import IngestError
+
+    src = lerobot_sources["image"]
+    w = LakeWriter(tmp_path / "lake")
+    with pytest.raises(IngestError, match=r"--state-key 'observation.proprio' is not a feature \(features: \["):
+        ingest(src, w, IngestOptions(state_key="observation.proprio"))
+    with pytest.raises(IngestError, match="--success-key 'next.done'"):
+        ingest(src, w, IngestOptions(success_key="next.done"))
+    assert [f for f in lake_files(w) if f.endswith(".parquet")] == []  # no episode written
+    # the dataset has no success feature: stated, and recorded in dataset_id
+    s = ingest(src, w, IngestOptions(image_every=4, image_size=16, state_key="observation.state", action_key="action"))
+    assert s.episodes == 3 and "every episode is stored as a successful demonstration" in capsys.readouterr().out
+    rows = connect(w.layout).sql("select distinct dataset_id, success, source from episodes").fetchall()
+    assert rows == [("lerobot:ds_image#success-assumed", True, "demo")]
