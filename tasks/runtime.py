@@ -20,6 +20,20 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}
 
 
+def use_cluster_token() -> None:
+    """Joining a cluster started with ``ray start`` (token authentication is Ray's default there): Ray sends the
+    token only in token mode, and switches to it by itself only for ``address="auto"``. Do what it does then: token
+    mode when a token is available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) and the
+    user chose no ``RAY_AUTH_MODE``."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own defaults apply
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def init_ray(cfg: FlywheelConfig, ws: Workspace, num_cpus: int | None = None):
     """Start (or join) Ray once per process; returns the ``ray`` module."""
     import ray
@@ -34,6 +48,7 @@ def init_ray(cfg: FlywheelConfig, ws: Workspace, num_cpus: int | None = None):
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": env_vars}
     if address:
+        use_cluster_token()
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=cfg.ray.log_to_driver)
     else:
         ws.ray_temp.mkdir(parents=True, exist_ok=True)

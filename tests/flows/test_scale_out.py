@@ -95,13 +95,16 @@ def test_smoke_cycle_on_servers(tmp_path):
         assert client.get_model_version_by_alias("cosmos-policy", "champion")
         assert not (home / "mlflow" / "mlflow.db").exists()  # nothing went to the embedded store
         # Prefect server: the cycle's flow run and its task runs
-        runs = subprocess.run([str(BIN / "prefect"), "flow-run", "ls", "--limit", "5"], env={**env, **services},
+        runs = subprocess.run([str(BIN / "prefect"), "flow-run", "ls", "--limit", "5"], env={**env, **services, "COLUMNS": "300"},
                               capture_output=True, text=True, timeout=120).stdout
         assert "cycle" in runs and "COMPLETED" in runs, runs
         # Ray head: the cycle joined it (no local instance under the workspace) and ran a job there
         from flywheel.workspace import Workspace
 
         assert not Workspace(home).ray_temp.exists()
+        from tasks.runtime import use_cluster_token
+
+        use_cluster_token()
         ray.init(address=services["RAY_ADDRESS"])
         try:
             from ray._private.state import jobs
