@@ -53,8 +53,9 @@ def test_smoke_cycle_on_servers(tmp_path):
     ray_temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths have a length limit
 
     def start(*cmd):
-        procs.append(subprocess.Popen(list(cmd), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        log = (tmp_path / f"{Path(cmd[0]).name}.log").open("w")  # read when a server does not come up
+        procs.append(subprocess.Popen(list(cmd), env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
         return procs[-1]
 
     try:
@@ -70,7 +71,7 @@ def test_smoke_cycle_on_servers(tmp_path):
         _wait_http(f"http://127.0.0.1:{m_port}/health", mlflow)
         deadline = time.time() + 120
         while True:
-            assert head.poll() is None and time.time() < deadline, "ray head did not start"
+            assert head.poll() is None and time.time() < deadline, (tmp_path / "ray.log").read_text()[-3000:]
             try:
                 socket.create_connection(("127.0.0.1", r_port), 2).close()
                 break
