@@ -25,19 +25,11 @@ from flywheel.config import FlywheelConfig
 from flywheel.workspace import Workspace
 from storage_schemas import Source
 from tasks.evaluation import Decision, ModeResult, OfflineScores
-from tasks.iteration import CycleError, Iteration
+from tasks.iteration import CycleError, Iteration, cycle_suite
 
 
 def config_digest(cfg: FlywheelConfig) -> str:
     return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
-
-
-def cycle_suite(cfg: FlywheelConfig) -> str:
-    """The cycle trains one model (one ``champion``) per suite."""
-    if len(cfg.sim.suites) != 1:
-        raise CycleError(f"the cycle trains one model for one suite, got sim.suites={cfg.sim.suites}; run one cycle "
-                         f"per suite, each with its own mlflow.model_name")
-    return cfg.sim.suites[0]
 
 
 def _child(it: Iteration, stage: str):

@@ -43,6 +43,13 @@ def iteration_metrics(evaluation: EvalResult, seconds: dict[str, float]) -> dict
     return out
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _plots(cfg: FlywheelConfig, ws: Workspace, it: Iteration, evaluation: EvalResult, out: Path) -> list[Path]:
     import matplotlib
 
@@ -70,10 +77,7 @@ def _plots(cfg: FlywheelConfig, ws: Workspace, it: Iteration, evaluation: EvalRe
     ax.set_ylabel("held-out success")
     ax.set_title(f"iteration {it.number}: success per task (Wilson 95%)")
     ax.legend(fontsize=7)
-    paths.append(out / "success_per_task.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out / "success_per_task.png"))
     # 2. value calibration (reliability): predicted value vs observed success, base vs candidate
     fig, ax = plt.subplots(figsize=(4, 4))
     bins = np.linspace(0, 1, 6)
@@ -91,10 +95,7 @@ def _plots(cfg: FlywheelConfig, ws: Workspace, it: Iteration, evaluation: EvalRe
     ax.set_ylabel("observed success")
     ax.set_title("value calibration (held-out)")
     ax.legend(fontsize=7)
-    paths.append(out / "value_calibration.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out / "value_calibration.png"))
     # 3. success by iteration (direct vs planning) from the parent runs of every iteration so far
     runs = sorted(cycle_runs(cfg, ws, it.experiment_id), key=lambda r: int(r.data.tags["flywheel.iteration"]))
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -107,10 +108,7 @@ def _plots(cfg: FlywheelConfig, ws: Workspace, it: Iteration, evaluation: EvalRe
     ax.set_ylim(0, 1.05)
     ax.set_title("planning vs direct by iteration")
     ax.legend(fontsize=7)
-    paths.append(out / "success_by_iteration.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out / "success_by_iteration.png"))
     return paths
 
 

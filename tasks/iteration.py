@@ -44,6 +44,14 @@ def _client(cfg: FlywheelConfig, ws: Workspace):
     return MlflowClient(uri, registry_uri=uri)
 
 
+def cycle_suite(cfg: FlywheelConfig) -> str:
+    """The cycle trains one model (one ``champion``) per suite."""
+    if len(cfg.sim.suites) != 1:
+        raise CycleError(f"the cycle trains one model for one suite, got sim.suites={cfg.sim.suites}; run one cycle "
+                         f"per suite, each with its own mlflow.model_name")
+    return cfg.sim.suites[0]
+
+
 def champion_uri(cfg: FlywheelConfig, ws: Workspace) -> str | None:
     """``models:/NAME/VERSION`` of the ``champion`` alias, or None when there is none yet."""
     from mlflow.exceptions import MlflowException
@@ -143,10 +151,7 @@ def preflight(cfg: FlywheelConfig, ws: Workspace) -> str:
     from tasks.registry import check_tracking
     from tasks.runtime import mlflow_uri
 
-    if len(cfg.sim.suites) != 1:
-        raise CycleError(f"the cycle trains one model for one suite, got sim.suites={cfg.sim.suites}; run one cycle "
-                         f"per suite, each with its own mlflow.model_name")
-    suite = cfg.sim.suites[0]
+    suite = cycle_suite(cfg)
     if suite.startswith("libero_"):
         from sims.libero_runtime import LIBERO_NUM_TASKS
 
