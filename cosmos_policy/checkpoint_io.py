@@ -4,7 +4,12 @@ format version). Loading refuses a checkpoint whose layout differs from the one 
 Folder::
 
     <dir>/model.safetensors     # transformer weights (diffusers parameter names)
-    <dir>/cosmos_policy.json    # {"format_version", "package_version", "config", "layout", "normalization", "extra"}
+    <dir>/cosmos_policy.json    # {"format_version", "package_version", "config", "layout", "normalization",
+                                #  "components", "extra"}
+    <dir>/vae/, text_encoder/   # optional copies of the pretrained tokenizer / text encoder
+
+``components`` names the tokenizer and text encoder by kind and content fingerprint
+(:mod:`cosmos_policy.components`); loading finds them by fingerprint, so a copied folder loads anywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import torch
 
+from cosmos_policy.components import check_stand_ins, component_records, resolve_components
 from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig
 from cosmos_policy.latent_layout import LatentLayout, layout_mismatch
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
@@ -54,7 +60,8 @@ def save_checkpoint(directory: str | Path, model: CosmosPolicyModel, stats: Norm
     state = {k: v.detach().contiguous().cpu() for k, v in model.transformer.state_dict().items()}
     _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
     meta = {"format_version": FORMAT_VERSION, "package_version": __version__, "config": model.config.to_dict(),
-            "layout": model.layout.to_dict(), "normalization": stats.to_dict(), "extra": extra or {}}
+            "layout": model.layout.to_dict(), "normalization": stats.to_dict(),
+            "components": component_records(model.config), "extra": extra or {}}
     _atomic_write(folder / META_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     return folder
 
@@ -71,7 +78,8 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(directory: str | Path, expected_layout: LatentLayout | None = None,
-                    device: torch.device | str = "cpu", config_overrides: dict[str, Any] | None = None
+                    device: torch.device | str = "cpu", config_overrides: dict[str, Any] | None = None,
+                    vae_path: str | Path | None = None, t5_path: str | Path | None = None,
                     ) -> tuple[CosmosPolicyModel, NormalizationStats]:
     """Rebuild the model and its normalisation statistics.
 
@@ -81,6 +89,9 @@ def load_checkpoint(directory: str | Path, expected_layout: LatentLayout | None 
         device: where to put the model.
         config_overrides: sub-configs to replace at load time (e.g. ``{"planner": PlannerConfig(...)}``);
             inference settings are arguments, not new checkpoints.
+        vae_path, t5_path: where this machine keeps the pretrained tokenizer / text encoder (tried first; see
+            :func:`cosmos_policy.components.resolve_components`). Raises ``ComponentError`` when the recorded
+            fingerprint is found nowhere.
     """
     from dataclasses import replace
 
@@ -98,6 +109,8 @@ def load_checkpoint(directory: str | Path, expected_layout: LatentLayout | None 
                 f"checkpoint {directory} was trained with layout {saved_layout.name!r} "
                 f"[{saved_layout.describe()}], expected {expected_layout.name!r} "
                 f"[{expected_layout.describe()}]; differences: {'; '.join(diffs)}")
+    check_stand_ins(config, meta.get("components"))
+    config = resolve_components(config, meta.get("components"), directory, vae_path, t5_path)
     if config_overrides:
         config = replace(config, **config_overrides)
     model = CosmosPolicyModel(config, device="meta")

@@ -57,9 +57,12 @@ class CosmosPolicy:
     @classmethod
     def from_checkpoint(cls, directory: str | Path, expected_layout: LatentLayout | None = None,
                         device: torch.device | str = "cpu", planning: bool = False,
-                        planner: PlannerConfig | None = None, **kwargs: object) -> CosmosPolicy:
-        """Load a checkpoint folder (refuses a mismatched ``expected_layout``)."""
-        model, stats = load_checkpoint(directory, expected_layout=expected_layout, device=device)
+                        planner: PlannerConfig | None = None, vae_path: str | Path | None = None,
+                        t5_path: str | Path | None = None, **kwargs: object) -> CosmosPolicy:
+        """Load a checkpoint folder (refuses a mismatched ``expected_layout``; ``vae_path`` / ``t5_path``: where
+        this machine keeps the pretrained components, see :func:`cosmos_policy.checkpoint_io.load_checkpoint`)."""
+        model, stats = load_checkpoint(directory, expected_layout=expected_layout, device=device,
+                                       vae_path=vae_path, t5_path=t5_path)
         return cls(model, stats, planning=planning, planner=planner, **kwargs)  # type: ignore[arg-type]
 
     @property

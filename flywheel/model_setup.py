@@ -46,6 +46,15 @@ def model_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
     return pretrained_config(_preset_config(cfg, suite), m.weights_path, m.vae_path, m.t5_path)
 
 
+def component_paths(cfg: FlywheelConfig) -> dict[str, Path | None]:
+    """Where this machine keeps the pretrained tokenizer and text encoder, as ``load_checkpoint`` /
+    ``CosmosPolicy.from_checkpoint`` keyword arguments: ``model.vae_path`` / ``model.t5_path``, else the
+    ``model.weights_path`` pipeline folder (its ``vae/``, ``text_encoder/``). A checkpoint takes the one whose
+    fingerprint matches what it was trained with."""
+    m = cfg.model
+    return {"vae_path": m.vae_path or m.weights_path, "t5_path": m.t5_path or m.weights_path}
+
+
 def build_model(cfg: FlywheelConfig, suite: str, seed: int = 0) -> CosmosPolicyModel:
     """Pretrained weights when ``model.weights_path`` is set, else a randomly initialised preset."""
     import torch
@@ -102,3 +111,4 @@ def training_config(cfg: FlywheelConfig, base: CosmosTrainConfig, mix: MixName =
         raise ModelSetupError(f"train.batch_size {resolved.batch_size} is not divisible by train.num_workers "
                               f"{cfg.train.num_workers}")
     return resolved
+

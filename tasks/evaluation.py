@@ -121,11 +121,12 @@ def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, epi
     from cosmos_policy.samples import batch_from_rows, concat_rows, sample_rows, valid_steps
     from cosmos_policy.tokenizer import build_tokenizer
     from flywheel.episodes import cache_latents
+    from flywheel.model_setup import component_paths
 
     nan = float("nan")
     if not episode_ids:
         return OfflineScores(nan, nan, nan, 0, 0, 0)
-    net, stats = load_checkpoint(model.path)
+    net, stats = load_checkpoint(model.path, **component_paths(cfg))
     net.eval()
     lay = net.layout
     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in episode_ids)

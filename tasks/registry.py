@@ -168,14 +168,14 @@ def _without_paths(data: Any) -> Any:
 
 
 def checkpoint_digest(folder: str | Path) -> str:
-    """sha256 (first 16 hex) of the weights bytes and the config/layout/normalisation of a checkpoint folder.
+    """sha256 (first 16 hex) of the weights bytes and the config/layout/normalisation/components of a checkpoint.
 
     Independent of where the folder is and of its free-form ``extra`` metadata: the same model at two paths
     has one digest; a new model written over an old folder gets a new one.
     """
     folder = Path(folder)
     meta = _read_meta(folder)
-    content = _without_paths({k: meta.get(k) for k in ("config", "layout", "normalization")})
+    content = _without_paths({k: meta[k] for k in ("config", "layout", "normalization", "components") if k in meta})
     h = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
@@ -411,3 +411,23 @@ def check_layout(path: str | Path, suite: str, preset: str | None = None, chunk_
             f"K={expected.chunk_size}); differences: {'; '.join(diffs)}"
             + ("; model.chunk_size must equal the checkpoint's K" if saved.chunk_size != expected.chunk_size else ""))
     return saved
+
+
+# ---------------------------------------------------------------- pretrained components
+def check_components(path: str | Path, vae_path: str | Path | None = None,
+                     t5_path: str | Path | None = None) -> dict[str, str | None]:
+    """Find the tokenizer / text-encoder folders a checkpoint was trained with (by content fingerprint) before any
+    work, and return them as ``vae_path`` / ``t5_path`` keyword arguments for loading. Raises
+    ``RegistryError`` naming the fingerprint and the folders tried."""
+    from cosmos_policy.components import ComponentError, check_stand_ins, resolve_components
+    from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig
+
+    meta = _read_meta(path)
+    try:
+        config = CosmosPolicyConfig.from_dict(meta["config"])
+        check_stand_ins(config, meta.get("components"))
+        config = resolve_components(config, meta.get("components"), path, vae_path, t5_path)
+    except ComponentError as exc:
+        raise RegistryError(str(exc)) from None
+    return {"vae_path": config.tokenizer.path if config.tokenizer.kind == "wan" else None,
+            "t5_path": config.text.t5_path}

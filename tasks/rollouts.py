@@ -198,14 +198,15 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
 
 
 def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num_world_samples: int,
-                       num_value_samples: int, seed: int = 0):
-    """Picklable policy factory (runs in the driver or in a policy actor)."""
+                       num_value_samples: int, seed: int = 0, vae_path: str | None = None, t5_path: str | None = None):
+    """Picklable policy factory (runs in the driver or in a policy actor); ``vae_path`` / ``t5_path``: the
+    pretrained components found by :func:`tasks.registry.check_components`."""
     import torch
 
     from cosmos_policy.policy import CosmosPolicy
 
     torch.set_num_threads(1)  # the env workers own the other cores
-    policy = CosmosPolicy.from_checkpoint(checkpoint, seed=seed)
+    policy = CosmosPolicy.from_checkpoint(checkpoint, seed=seed, vae_path=vae_path, t5_path=t5_path)
     if planning:
         policy = policy.with_planning(True, num_candidates=num_candidates, num_world_samples=num_world_samples,
                                       num_value_samples=num_value_samples)
@@ -235,11 +236,13 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
     evaluation); those already in the lake are not run again. ``engine``: env workers to reuse (from
     :func:`model_engine`, e.g. for several evaluations in a row; the caller shuts it down), else started here.
     """
+    from flywheel.model_setup import component_paths
     from tasks.batched_rollouts import PolicyHandle, run_batched
-    from tasks.registry import check_layout
+    from tasks.registry import check_components, check_layout
 
     resolved = checkpoint if isinstance(checkpoint, ResolvedModel) else resolve_checkpoint(checkpoint, cfg, ws)
     check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size)
+    components = check_components(resolved.path, **component_paths(cfg))
     own_engine = engine is None
     if engine is None:
         engine = model_engine(cfg, ws, suite, num_workers)
@@ -257,7 +260,8 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
             on_start(len(todo))
         if todo:
             factory = functools.partial(load_cosmos_policy, str(resolved.path), planning, cfg.eval.num_candidates,
-                                        cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration)
+                                        cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration,
+                                        **components)
             handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
             stats = run_batched(engine, handle, todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
                                 gamma=cfg.model.gamma, on_episode=on_episode)

@@ -102,7 +102,7 @@ def stand_ins_of(model_config: Any) -> list[str]:
 def _load_init(cfg: FlywheelConfig, ws: Workspace, suite: str, init: str | None) -> tuple[Any, Any, str]:
     """(model, stats, label) of the starting point: a checkpoint / model URI, or the config's pretrained/random."""
     from cosmos_policy.checkpoint_io import load_checkpoint
-    from flywheel.model_setup import build_model, suite_stats
+    from flywheel.model_setup import build_model, component_paths, suite_stats
     from tasks.registry import check_layout, resolve_model
     from tasks.runtime import mlflow_uri
 
@@ -113,7 +113,7 @@ def _load_init(cfg: FlywheelConfig, ws: Workspace, suite: str, init: str | None)
     resolved = resolve_model(init, ws.home / "cache" / "models", mlflow_uri(cfg, ws))
     check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size)
     try:
-        model, stats = load_checkpoint(resolved.path)
+        model, stats = load_checkpoint(resolved.path, **component_paths(cfg))
     except Exception as exc:  # noqa: BLE001 - truncated weights, inconsistent metadata: one clear message
         raise ModelSetupError(f"--init {init}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from None
     return model, stats, resolved.version_label

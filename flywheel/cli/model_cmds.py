@@ -1,15 +1,16 @@
-"""``flywheel model init`` and ``flywheel model latents``: starting checkpoints and the latent cache."""
+"""``flywheel model init``, ``latents`` and ``show``: starting checkpoints, the latent cache, what a model is."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from flywheel.cli.common import ConfigOpt, HomeOpt, ProfileOpt, SetOpt, UserError, console, handle_errors, setup
 
-model_app = typer.Typer(help="Cosmos Policy model: starting checkpoints, cached latents.", no_args_is_help=True)
+model_app = typer.Typer(help="Cosmos Policy model: starting checkpoints, cached latents, model details.",
+                        no_args_is_help=True)
 
 SuiteOpt = Annotated[str, typer.Option(help="Suite whose layout and statistics to use, e.g. libero_object.")]
 
@@ -48,3 +49,55 @@ def latents(
     result = cache_suite_latents(cfg, ws.lake, ws.latent_cache, suite, where, limit)
     console.print(f"{len(result.episode_ids)} episodes of {suite}: {result.misses} encoded, {result.hits} already "
                   f"cached ({result.fingerprint}) under {ws.latent_cache}")
+
+
+@model_app.command("show")
+@handle_errors
+def show(
+    model: Annotated[str, typer.Argument(help="Checkpoint folder, models:/NAME@ALIAS or models:/NAME/VERSION.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
+) -> None:
+    """What a model is: its version label (as rollouts record it), layout, size, training recipe and where this
+    machine finds the tokenizer and text encoder it was trained with (by fingerprint)."""
+    import json
+
+    from tasks.rollouts import resolve_checkpoint
+
+    cfg, ws = setup(profile, config, set_, home)
+    info = _describe(cfg, resolve_checkpoint(model, cfg, ws))
+    if as_json:
+        print(json.dumps(info, default=str))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            console.print(f"[bold]{key}[/bold]")
+            for k, v in value.items():
+                console.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"[bold]{key}[/bold]: {value}", highlight=False, soft_wrap=True)
+
+
+def _describe(cfg: Any, resolved: Any) -> dict[str, Any]:
+    """A checkpoint's identity and contents, and whether this machine has the components it needs."""
+    from cosmos_policy.checkpoint_io import read_metadata
+    from cosmos_policy.latent_layout import LatentLayout
+    from flywheel.model_setup import component_paths
+    from tasks.registry import RegistryError, check_components
+
+    meta = read_metadata(resolved.path)
+    model_cfg, extra = meta["config"], meta.get("extra", {})
+    try:
+        found = check_components(resolved.path, **component_paths(cfg))
+    except RegistryError as exc:
+        found = {"error": str(exc)}
+    comps = {role: f"{c['kind']} {c['fingerprint']}" for role, c in meta.get("components", {}).items()}
+    comps["found here"] = ", ".join(f"{k}={v}" for k, v in found.items() if v) or "nothing needed (stand-ins)"
+    train = dict(model_cfg.get("train", {}))
+    return {"version": resolved.version_label, "path": str(resolved.path),
+            "layout": f"{meta['layout']['name']} [{LatentLayout.from_dict(meta['layout']).describe()}]",
+            "backbone": {k: model_cfg["backbone"][k] for k in ("num_layers", "num_attention_heads",
+                                                                 "attention_head_dim", "text_embed_dim")
+                         if k in model_cfg["backbone"]},
+            "components": comps, "train": train,
+            "extra": {k: v for k, v in extra.items() if not isinstance(v, dict | list)}}

@@ -22,49 +22,13 @@ from cosmos_policy.policy import CosmosPolicy
 from cosmos_policy.text_conditioning import T5TextEmbedder, build_text_embedder
 from cosmos_policy.tokenizer import WanVAETokenizer, build_tokenizer
 from sims.types import Observation
-
-WORDS = ["put", "the", "bowl", "on", "plate", "open", "drawer", "pick", "up", "ketchup", "and", "place", "it", "in",
-         "basket"]
-
-
-def _save_t5(encoder_dir, tokenizer_dir, d_model: int = 32) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(str(tokenizer_dir))
-    torch.manual_seed(0)
-    cfg = T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    T5EncoderModel(cfg).eval().save_pretrained(str(encoder_dir))
-
-
-def _save_wan_vae(folder) -> None:
-    from cosmos_policy.modeling_cosmos_policy import prepare_diffusers_import
-
-    prepare_diffusers_import()
-    from diffusers import AutoencoderKLWan
-
-    torch.manual_seed(0)
-    AutoencoderKLWan(base_dim=8, z_dim=16, num_res_blocks=1).eval().save_pretrained(str(folder))
+from tests.fixtures.pretrained import save_t5, save_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
     """A Cosmos-Predict2-shaped diffusers pipeline folder: transformer/, vae/, text_encoder/, tokenizer/."""
-    root = tmp_path_factory.mktemp("cosmos_predict2_tiny")
-    torch.manual_seed(0)
-    cls = import_cosmos_transformer()
-    cls(in_channels=17, out_channels=16, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-        text_embed_dim=32, adaln_lora_dim=8, max_size=(16, 16, 16), patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0),
-        concat_padding_mask=True, extra_pos_embed_type=None).save_pretrained(str(root / "transformer"))
-    _save_wan_vae(root / "vae")
-    _save_t5(root / "text_encoder", root / "tokenizer")
-    return root
+    return save_tiny_pipeline(tmp_path_factory.mktemp("cosmos_predict2_tiny"))
 
 
 def test_wan_vae_tokenizer_encodes_one_frame_videos_and_normalises(pipeline_dir):
@@ -103,7 +67,7 @@ def test_t5_embedder_pads_with_zeros_caches_and_accepts_both_layouts(pipeline_di
     ref = emb.model(**ids).last_hidden_state[0]
     assert torch.allclose(out[1, :4], ref, atol=1e-5)
     # One folder holding encoder + tokenizer works too; a wrong width is refused.
-    _save_t5(tmp_path / "t5", tmp_path / "t5", d_model=32)
+    save_t5(tmp_path / "t5", tmp_path / "t5", d_model=32)
     single = build_text_embedder(TextConfig(t5_path=str(tmp_path / "t5"), num_tokens=8), dim=32)
     assert single(["open the drawer"]).shape == (1, 8, 32)
     with pytest.raises(ValueError, match="T5 width 32 != backbone text_embed_dim 64"):

@@ -121,3 +121,22 @@ def test_cli_model_latents_and_init(home, tmp_path):
     assert np.allclose(stats.action.max, lake_stats["action"]["max"])
     res = runner.invoke(app, ["model", "init", "--suite", "libero_spatial", "--profile", "smoke"])
     assert res.exit_code == 2 and "no normalisation statistics for 'libero_spatial'" in res.output
+
+
+def test_model_show_names_the_version_and_components_wherever_the_folder_lies(home, tmp_path):
+    import shutil
+
+    from tests.fixtures.checkpoints import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "a" / "ckpt")
+    copy = shutil.copytree(ckpt, tmp_path / "b" / "elsewhere")
+    shown = []
+    for folder in (ckpt, copy):
+        res = runner.invoke(app, ["model", "show", str(folder), "--json", "--profile", "smoke"])
+        assert res.exit_code == 0, res.output
+        shown.append(json.loads(res.output.strip().splitlines()[-1]))
+    assert shown[0]["version"] == shown[1]["version"] and shown[0]["version"].startswith("sha-")
+    assert shown[0]["components"]["tokenizer"].startswith("pixel_shuffle pixel_shuffle-v1")
+    assert shown[0]["components"]["text_encoder"].startswith("hash hash-v1")
+    res = runner.invoke(app, ["model", "show", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "does not exist" in res.output

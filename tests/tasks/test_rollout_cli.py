@@ -57,6 +57,34 @@ def test_bad_rollout_arguments(home):
     assert res.exit_code == 2 and "unknown suite" in res.output
 
 
+def test_checkpoint_whose_tokenizer_is_not_here_is_refused_before_any_episode(home, tmp_path):
+    """A checkpoint trained with a Wan VAE this machine does not have (another VAE is configured): one error
+    line naming both fingerprints, exit 2, nothing written to the lake."""
+    import numpy as np
+
+    from cosmos_policy.checkpoint_io import save_checkpoint
+    from cosmos_policy.configuration_cosmos_policy import get_config
+    from cosmos_policy.latent_layout import libero_layout
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.normalization import compute_stats
+    from tests.fixtures.pretrained import save_tiny_pipeline, save_wan_vae
+
+    pipeline = save_tiny_pipeline(tmp_path / "pipeline")
+    model = CosmosPolicyModel.from_pretrained(get_config("tiny", libero_layout(latent_hw=8)), pipeline)
+    rng = np.random.default_rng(0)
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, compute_stats([rng.normal(size=(8, 9))],
+                                                                   [rng.uniform(-1, 1, (8, 7))]))
+    save_wan_vae(tmp_path / "other_vae", seed=1)
+    pipeline.rename(tmp_path / "gone")  # the folder it was saved from is not on this machine
+    res = runner.invoke(app, ["rollout", "--policy", str(ckpt), "--suite", "libero_object", "--episodes", "1",
+                              "--profile", "smoke", "--set", f"model.vae_path={tmp_path / 'other_vae'}",
+                              "--set", f"model.t5_path={tmp_path / 'gone'}"])
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Wan VAE tokenizer wan-" in res.output and "model.vae_path" in res.output
+    assert not (home / "lake" / "episodes").exists() or not list((home / "lake" / "episodes").rglob("*.parquet"))
+
+
 @pytest.mark.slow
 def test_killing_a_libero_worker_still_yields_n_episodes(ray_local, tmp_path):
     from flywheel.recordings import EpisodeRequest
