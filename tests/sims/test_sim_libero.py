@@ -161,3 +161,42 @@ def test_published_libero_hdf5_ingests_in_the_simulators_convention(object_env, 
     # the simulator's own episodes go into the same lake and suite without a dimension error
     req = EpisodeRequest("libero_object", 0, 5, 5, source=Source.ROLLOUT, policy="expert")
     writer.write_episodes([to_episode(rec, req, "sim")])
+    # A model trained on the ingested demonstration runs in the simulator (smoke: a few steps, no success asked).
+    _train_on_lake_then_act_in_the_simulator(writer.layout, object_env, tmp_path, rec.task.instruction)
+
+
+def _train_on_lake_then_act_in_the_simulator(lake, env, tmp_path, instruction: str) -> None:
+    import torch
+
+    from cosmos_policy.checkpoint_io import save_checkpoint
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.policy import CosmosPolicy
+    from cosmos_policy.samples import build_batch, compose_batch_specs
+    from cosmos_policy.train_step import make_optimizer, train_step
+    from flywheel.config import load_config
+    from flywheel.model_setup import cache_suite_latents, model_config, suite_stats
+    from storage_schemas.stats import compute_suite_stats
+
+    compute_suite_stats(lake, "libero_object")
+    cfg = load_config("smoke")
+    cached = cache_suite_latents(cfg, lake, tmp_path / "cache", "libero_object", where="source = 'demo'",
+                                 progress=False)
+    assert len(cached.latents) == 1 and cached.latents[0].instruction == instruction
+    mcfg = model_config(cfg, "libero_object")
+    stats = suite_stats(lake, "libero_object")
+    torch.manual_seed(0)
+    model = CosmosPolicyModel(mcfg)
+    opt = make_optimizer(model, mcfg.train)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    for _ in range(3):
+        specs = compose_batch_specs(cached.latents, 4, mcfg.train.fractions, mcfg.layout.chunk_size, rng)
+        metrics = train_step(model, opt, build_batch(cached.latents, specs, mcfg.layout, stats), gen)
+        assert np.isfinite(metrics["loss"])
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, stats)
+    policy = CosmosPolicy.from_checkpoint(ckpt, expected_layout=mcfg.layout)
+    obs = env.reset(0, 6, seed=6)
+    chunk = policy.act([obs], [instruction])[0]
+    assert chunk.shape == (mcfg.layout.chunk_size, 7) and np.isfinite(chunk).all()
+    for action in chunk[:4]:
+        result = env.step(action, render=False)
+    assert result.observation.proprio.shape == (9,)
