@@ -50,10 +50,14 @@ def main() -> None:
         wall = time.perf_counter() - t0
         m = summary["metrics"]
         stage_s = {s: m.get(f"duration/{s}_s", 0.0) for s in STAGES}
+        staged = sum(stage_s.values())
+        resumed = staged > wall  # stages finished by an earlier (crashed) run count in their durations, not in wall
         row = {
-            "iteration": summary["iteration"], "total_s": round(wall, 1),
-            "stage_share": {s: round(v / wall, 3) for s, v in stage_s.items()},
-            "overhead_share": round(1 - sum(stage_s.values()) / wall, 3),  # Prefect, imports, report
+            "iteration": summary["iteration"], "total_s": round(wall, 1), "stage_total_s": round(staged, 1),
+            "resumed": resumed,
+            "stage_share": {s: round(v / max(staged, 1e-9), 3) for s, v in stage_s.items()},
+            # Prefect, imports, report: only measurable when this process ran every stage
+            "overhead_share": None if resumed else round(1 - staged / wall, 3),
             "success_direct_base": _num(m.get("eval/success_rate_base")),
             "success_planning_base": _num(m.get("eval/success_rate_planning_base")),
             "success_direct": _num(m.get("eval/success_rate")),
