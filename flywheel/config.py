@@ -130,6 +130,8 @@ class CycleConfig(_Section):
     # Held-out episodes for value AUC / world-model error: the noisy expert on held-out init states (both outcomes),
     # stored as source=eval beside the model's own evaluation episodes.
     heldout_expert_episodes_per_task: int = Field(2, ge=0)
+    # Clean scripted-expert episodes on held-out init states (held-out demos): the sampled-chunk action L1.
+    heldout_demos_per_task: int = Field(1, ge=0)
     value_steps_per_episode: int = Field(4, ge=1)  # steps of each held-out episode scored by the value head
     promote_alpha: float = Field(0.1, gt=0, lt=1)  # one-sided Fisher exact test, candidate > champion
     promote_on: Literal["planning", "direct"] = "planning"  # which evaluation mode decides promotion

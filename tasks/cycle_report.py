@@ -34,7 +34,8 @@ def iteration_metrics(evaluation: EvalResult, seconds: dict[str, float]) -> dict
                 for task_id, (n, k) in sorted(r.per_task.items()):
                     out[f"eval/task_{task_id}/success_rate{suffix}"] = k / n if n else 0.0
         s = evaluation.offline[role]
-        for name, v in (("value/auc", s.value_auc), ("wm/mse", s.wm_mse), ("wm/mse_failures", s.wm_mse_failures)):
+        for name, v in (("value/auc", s.value_auc), ("wm/mse", s.wm_mse), ("wm/mse_failures", s.wm_mse_failures),
+                        ("policy/action_l1", s.action_l1)):
             if _finite(v):
                 out[f"{name}{prefix}"] = v
     for stage, sec in seconds.items():

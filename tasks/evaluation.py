@@ -58,6 +58,9 @@ class OfflineScores:
     episodes: int
     successes: int
     samples: int
+    # Sampled-chunk action L1 on the clean scripted-expert episodes among them (held-out demos), normalised units.
+    action_l1: float = float("nan")
+    action_samples: int = 0
     calibration: list[tuple[float, bool]] = field(default_factory=list)  # (predicted value, real success) per sample
 
 
@@ -87,13 +90,15 @@ def evaluate_closed_loop(cfg: FlywheelConfig, ws: Workspace, suite: str, model: 
     return ModeResult(planning, summary.episodes, summary.successes, summary.per_task)
 
 
-def heldout_expert_episodes(cfg: FlywheelConfig, ws: Workspace, suite: str, iteration: int) -> RolloutSummary | None:
-    """Noisy-expert episodes on the held-out init states (``source=eval``): the value/world-model test set's
-    guaranteed mix of outcomes."""
-    n = cfg.cycle.heldout_expert_episodes_per_task
-    if n == 0:
-        return None
-    return run_rollouts(cfg, ws, suite, "noisy_expert", n, cfg.sim.tasks, iteration, Source.EVAL, split="heldout")
+def heldout_expert_episodes(cfg: FlywheelConfig, ws: Workspace, suite: str, iteration: int) -> list[RolloutSummary]:
+    """Expert episodes on the held-out init states (``source=eval``): noisy ones, the value/world-model test set's
+    guaranteed mix of outcomes, and clean ones (held-out demos) for the sampled-chunk action error."""
+    out = []
+    for policy, n in (("noisy_expert", cfg.cycle.heldout_expert_episodes_per_task),
+                      ("expert", cfg.cycle.heldout_demos_per_task)):
+        if n:
+            out.append(run_rollouts(cfg, ws, suite, policy, n, cfg.sim.tasks, iteration, Source.EVAL, split="heldout"))
+    return out
 
 
 def heldout_episode_ids(ws: Workspace, suite: str, iteration: int) -> list[str]:
@@ -112,15 +117,16 @@ def _spread(steps: np.ndarray, k: int) -> np.ndarray:
 
 def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, episode_ids: Sequence[str],
                    seed: int = 0) -> OfflineScores:
-    """Value-head ROC AUC (predicted value of the real next state vs the episode's real success) and world-model
-    future-latent MSE (all episodes, and failures only) of ``model`` on recorded episodes."""
+    """Value-head ROC AUC (predicted value of the real next state vs the episode's real success), world-model
+    future-latent MSE (all episodes, and failures only) and, on the clean scripted-expert episodes among them, the
+    sampled-chunk action L1 of ``model`` on recorded episodes."""
     import torch
 
     from cosmos_policy.checkpoint_io import load_checkpoint
-    from cosmos_policy.evaluation import predict_values, roc_auc, world_model_errors
+    from cosmos_policy.evaluation import predict_values, roc_auc, sampled_action_l1, world_model_errors
     from cosmos_policy.samples import batch_from_rows, concat_rows, sample_rows, valid_steps
     from cosmos_policy.tokenizer import build_tokenizer
-    from flywheel.episodes import cache_latents
+    from flywheel.episodes import cache_latents, select_episodes
     from flywheel.model_setup import component_paths
 
     nan = float("nan")
@@ -132,12 +138,16 @@ def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, epi
     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in episode_ids)
     cached = cache_latents(ws.lake, build_tokenizer(net.config.tokenizer), ws.latent_cache, lay.camera_names,
                            where=f"episode_id IN ({ids})", progress=False)
-    parts, outcomes = [], []
-    for ep in cached.latents:
+    demos = set(select_episodes(ws.lake, f"episode_id IN ({ids}) AND policy = 'scripted_expert' AND success")
+                .column("episode_id").to_pylist())
+    parts, outcomes, demo_parts = [], [], []
+    for episode_id, ep in zip(cached.episode_ids, cached.latents, strict=True):
         steps = _spread(valid_steps(ep, lay.chunk_size), cfg.cycle.value_steps_per_episode)
         if len(steps):
             parts.append(sample_rows(ep, lay, cfg.model.gamma, steps))
             outcomes.append(bool(ep.success))
+            if episode_id in demos:
+                demo_parts.append(parts[-1])
     if not parts:
         return OfflineScores(nan, nan, nan, len(cached.latents), 0, 0)
     rows = concat_rows(parts)
@@ -145,12 +155,18 @@ def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, epi
     with torch.no_grad():
         values = predict_values(net, batch, seed=seed).numpy()
         errors = world_model_errors(net, batch, seed=seed).numpy()
+        action_l1, n_action = nan, 0
+        if demo_parts:
+            demo_rows = concat_rows(demo_parts)
+            n_action = len(demo_rows["t"])
+            demo_batch = batch_from_rows(demo_rows, ["policy"] * n_action, lay, stats)
+            action_l1 = float(sampled_action_l1(net, demo_batch, seed=seed).mean())
     success = np.asarray(rows["success"], dtype=bool)
     return OfflineScores(
         value_auc=roc_auc(values, success), wm_mse=float(errors.mean()),
         wm_mse_failures=float(errors[~success].mean()) if (~success).any() else nan,
-        episodes=len(outcomes), successes=int(sum(outcomes)), samples=len(values),
-        calibration=[(float(v), bool(s)) for v, s in zip(values, success, strict=True)])
+        episodes=len(outcomes), successes=int(sum(outcomes)), samples=len(values), action_l1=action_l1,
+        action_samples=n_action, calibration=[(float(v), bool(s)) for v, s in zip(values, success, strict=True)])
 
 
 @dataclass

@@ -45,7 +45,7 @@ def _eval(roles, rates):
     for role, (d, p) in rates.items():
         ev.closed_loop[role] = {"direct": ModeResult(False, 20, d, {0: (20, d)}),
                                 "planning": ModeResult(True, 20, p, {0: (20, p)})}
-        ev.offline[role] = OfflineScores(0.7, 0.5, 0.6, 8, 4, 16, [(0.1 * i % 1, i % 2 == 0) for i in range(16)])
+        ev.offline[role] = OfflineScores(0.7, 0.5, 0.6, 8, 4, 16, 0.2, 8, [(0.1 * i % 1, i % 2 == 0) for i in range(16)])
     ev.heldout_episodes = 8
     return ev
 
@@ -69,7 +69,7 @@ def test_iterations_promotion_and_report(world):
     m = parent.data.metrics
     assert m["eval/success_rate"] == 0.3 and m["eval/success_rate_planning"] == 0.4
     assert m["eval/success_rate_base"] == 0.25 and m["eval/task_0/success_rate_planning"] == 0.4
-    assert m["value/auc"] == 0.7 and m["wm/mse_base"] == 0.5 and math.isclose(m["promote/p_value"], promo.decision.p_value)
+    assert m["value/auc"] == 0.7 and m["policy/action_l1"] == 0.2 and m["wm/mse_base"] == 0.5 and math.isclose(m["promote/p_value"], promo.decision.p_value)
     assert m["duration/total_s"] == pytest.approx(1 + 1 + 3 + 1 + 2 + promo.seconds)
     assert parent.data.tags["flywheel.champion"] == base.uri and parent.data.tags["flywheel.demo_digest"] == "digest-a"
     plots = {a.path for a in client.list_artifacts(it1.parent_run_id, "plots")}

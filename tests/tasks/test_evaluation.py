@@ -80,3 +80,7 @@ def test_offline_scores_of_a_checkpoint_on_recorded_episodes(tmp_path):
     assert again.value_auc == scores.value_auc and again.wm_mse == scores.wm_mse  # seeded: reproducible
     only_failures = offline_scores(cfg, ws, model, ids[3:], seed=0)
     assert math.isnan(only_failures.value_auc)
+    # The sampled-chunk action L1 is taken on clean scripted-expert episodes only (the demo here).
+    assert math.isnan(scores.action_l1) and scores.action_samples == 0
+    with_demo = offline_scores(cfg, ws, model, ids, seed=0)
+    assert with_demo.action_samples == 2 and 0.05 < with_demo.action_l1 < 2.0  # untrained: far from the demo
