@@ -126,20 +126,6 @@ def _check_champion(cfg: FlywheelConfig, ws: Workspace) -> None:
                          f"use a new mlflow.experiment")
 
 
-def _tcp_answers(address: str, timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    if not parsed.hostname or not parsed.port:
-        return False
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def preflight(cfg: FlywheelConfig, ws: Workspace) -> str:
     """Every check a cycle makes before any work; returns the suite. Raises :class:`CycleError` (or the lake's
     ``LakeError`` / the registry's ``RegistryError``) with one clear message; nothing is written to the lake
@@ -148,7 +134,7 @@ def preflight(cfg: FlywheelConfig, ws: Workspace) -> str:
     import os
 
     from storage_schemas.schemas import SCHEMA_VERSION
-    from tasks.registry import check_tracking
+    from tasks.registry import check_tracking, tcp_error
     from tasks.runtime import mlflow_uri
 
     suite = cycle_suite(cfg)
@@ -169,11 +155,14 @@ def preflight(cfg: FlywheelConfig, ws: Workspace) -> str:
     check_tracking(mlflow_uri(cfg, ws))
     _check_champion(cfg, ws)
     ray_address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if ray_address and ray_address not in ("auto", "local") and not _tcp_answers(ray_address.replace("ray://", "")):
-        raise CycleError(f"Ray cluster at {ray_address} does not answer; start it (ray start --head) or unset "
-                         f"RAY_ADDRESS / ray.address")
+    if ray_address and ray_address not in ("auto", "local"):
+        error = tcp_error(ray_address.replace("ray://", ""))
+        if error:
+            raise CycleError(f"Ray cluster at {ray_address} does not answer ({error}); start it (ray start --head) "
+                             f"or unset RAY_ADDRESS / ray.address")
     prefect_url = os.environ.get("PREFECT_API_URL")
-    if prefect_url and not _tcp_answers(prefect_url):
-        raise CycleError(f"Prefect server at {prefect_url} does not answer; start it (prefect server start) or "
-                         f"unset PREFECT_API_URL")
+    error = tcp_error(prefect_url, 443 if prefect_url.startswith("https") else 80) if prefect_url else None
+    if error:
+        raise CycleError(f"Prefect server at {prefect_url} does not answer ({error}); start it (prefect server "
+                         f"start) or unset PREFECT_API_URL")
     return suite

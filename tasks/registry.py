@@ -88,21 +88,32 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def tcp_error(address: str, default_port: int | None = None, timeout: float = 3.0) -> str | None:
+    """Why nothing answers at ``address`` (``host:port`` or a URL), or None when a TCP connection succeeds."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    port = parsed.port or default_port
+    if not parsed.hostname or not port:
+        return f"no host:port in {address!r}"
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return _short(exc)
+    return None
+
+
 def check_tracking(uri: str) -> None:
     """Fail fast (seconds, not MLflow's minutes of retries) when the tracking store cannot be used."""
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
     if scheme in ("http", "https"):
-        import socket
-        from urllib.parse import urlparse
-
         from mlflow import MlflowClient
 
-        parsed = urlparse(uri)
-        try:  # nothing listening: fail in seconds
-            socket.create_connection((parsed.hostname, parsed.port or (443 if scheme == "https" else 80)), 3).close()
-        except OSError as exc:
-            raise RegistryError(f"MLflow tracking server {uri} is unreachable: {_short(exc)}; start it or unset "
-                                f"MLFLOW_TRACKING_URI / mlflow.tracking_uri") from None
+        error = tcp_error(uri, 443 if scheme == "https" else 80)  # nothing listening: fail in seconds
+        if error:
+            raise RegistryError(f"MLflow tracking server {uri} is unreachable: {error}; start it or unset "
+                                f"MLFLOW_TRACKING_URI / mlflow.tracking_uri")
         with _env(_FAST_FAIL_ENV):
             try:
                 MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
