@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -56,7 +56,15 @@ class ModelConfig(_Section):
     # A weights_path folder without vae/ or text_encoder/ is refused unless stand-ins are allowed explicitly.
     allow_stand_ins: bool = False
     chunk_size: int = Field(16, ge=1)
+    # Actions of each sampled chunk executed before the policy is queried again (None: the whole chunk).
+    execute_actions: int | None = Field(None, ge=1)
     gamma: float = Field(0.99, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _execute_within_chunk(self) -> ModelConfig:
+        if self.execute_actions is not None and self.execute_actions > self.chunk_size:
+            raise ValueError(f"execute_actions ({self.execute_actions}) cannot exceed chunk_size ({self.chunk_size})")
+        return self
 
 
 class TrainConfig(_Section):

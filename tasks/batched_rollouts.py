@@ -63,8 +63,12 @@ class PolicyHandle:
 
 def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[EpisodeRequest], writer: LakeWriter | None,
                 dataset_id: str, policy_name: str = "model", gamma: float = 0.99,
-                on_episode: Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None] | None = None) -> RolloutStats:
-    """Run ``requests`` on ``engine``'s workers (built with ``BehaviourSpec("external")``), querying ``policy`` batched."""
+                on_episode: Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None] | None = None,
+                execute_actions: int | None = None) -> RolloutStats:
+    """Run ``requests`` on ``engine``'s workers (built with ``BehaviourSpec("external")``), querying ``policy`` batched.
+
+    ``execute_actions``: how many actions of each sampled chunk run before the policy is queried again (None: all).
+    """
     from ray.exceptions import RayActorError, RayTaskError
 
     ray = engine.ray
@@ -133,7 +137,7 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
                 finish(i, ray.get(engine.workers[i].abandon.remote(policy_name, f"policy error: {type(exc).__name__}: {exc}")))
             continue
         for i, chunk in zip(order, chunks, strict=True):
-            refs[i] = ("advance", engine.workers[i].advance.remote(chunk, policy_name))
+            refs[i] = ("advance", engine.workers[i].advance.remote(chunk[:execute_actions], policy_name))
     stats.wall_s = time.perf_counter() - t0
     if writer is not None:
         writer.compact()

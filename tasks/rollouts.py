@@ -264,7 +264,8 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
                                         **components)
             handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
             stats = run_batched(engine, handle, todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
-                                gamma=cfg.model.gamma, on_episode=on_episode)
+                                gamma=cfg.model.gamma, on_episode=on_episode,
+                                execute_actions=cfg.model.execute_actions)
     finally:
         if handle is not None:
             handle.close()

@@ -120,6 +120,19 @@ def test_batched_policy_driver_and_actor(ray_local, tmp_path):
         assert handle.calls == 2 * 3  # two rounds of episodes, ceil(10 / 4) chunks each
 
 
+def test_batched_rollouts_can_execute_part_of_each_chunk(ray_local, tmp_path):
+    from tasks.batched_rollouts import PolicyHandle, run_batched
+
+    engine = RolloutEngine(ray_local, functools.partial(FakeEnv, length=10), BehaviourSpec("external"), num_workers=2)
+    handle = PolicyHandle(ray_local, CountingPolicy, "driver")
+    try:
+        stats = run_batched(engine, handle, _requests(2), LakeWriter(tmp_path / "lake"), dataset_id="t",
+                            execute_actions=2)
+    finally:
+        engine.shutdown()
+    assert stats.done == 2 and handle.calls == 5  # both episodes at once, ceil(10 / 2) queries
+
+
 def test_batched_worker_abort_is_retried_and_raising_episode_recorded(ray_local, tmp_path):
     from tasks.batched_rollouts import PolicyHandle, run_batched
 
