@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -149,24 +150,61 @@ class EpisodeData:
 
 def _list_array(arrays: Sequence[np.ndarray]) -> pa.Array:
     """Stack row blocks ``(T_i, D_i)`` into one list<float32> column without per-row Python work."""
-    rows = [a.reshape(len(a), int(np.prod(a.shape[1:]))) for a in arrays]
-    lengths = np.concatenate([np.full(len(r), r.shape[1], dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate([r.ravel() for r in rows]) if rows else np.zeros(0, np.float32)
+    rows = [a.reshape(len(a), math.prod(a.shape[1:])) for a in arrays]
+    if not rows:
+        return pa.ListArray.from_arrays(pa.array(np.zeros(1, np.int32)), pa.array(np.zeros(0, np.float32)))
+    widths = {r.shape[1] for r in rows}
+    if len(widths) == 1:  # the usual batch: one width, offsets are a range
+        (width,) = widths
+        n = sum(len(r) for r in rows)
+        offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32) if width else np.zeros(n + 1, np.int32)
+    else:
+        lengths = np.concatenate([np.full(len(r), r.shape[1], dtype=np.int32) for r in rows])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate([r.ravel() for r in rows]).astype(np.float32, copy=False)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
 
 
-def _images_column(episodes: Sequence[EpisodeData]) -> pa.Array:
-    entries: list[list[tuple[str, bytes]] | None] = []
+def _images_column(episodes: Sequence[EpisodeData], n_rows: int) -> pa.Array:
+    """The ``images`` map column: one (camera -> PNG) entry per image, grouped by step row; null on steps
+    without images. Built from flat key/value arrays and offsets (Python work per image, not per step)."""
+    rows: list[np.ndarray] = []  # global step row of every image
+    cams: list[str] = []
+    data: list[bytes] = []
+    start = 0
     for ep in episodes:
-        per_step: dict[int, list[tuple[str, bytes]]] = {}
         for cam, frames in ep.images.items():
-            for t, img in frames.items():
-                data = img if isinstance(img, bytes | bytearray) else encode_png(np.asarray(img))
-                per_step.setdefault(int(t), []).append((cam, bytes(data)))
-        entries.extend(per_step.get(t) for t in range(ep.length))
-    return pa.array(entries, type=pa.map_(pa.string(), pa.binary()))
+            rows.append(np.fromiter(frames.keys(), dtype=np.int64, count=len(frames)) + start)
+            cams.extend([cam] * len(frames))
+            for img in frames.values():
+                if isinstance(img, bytes):
+                    data.append(img)
+                elif isinstance(img, bytearray):
+                    data.append(bytes(img))
+                else:
+                    data.append(encode_png(np.asarray(img)))
+        start += ep.length
+    if not data:
+        return pa.nulls(n_rows, type=pa.map_(pa.string(), pa.binary()))
+    row = np.concatenate(rows)
+    order = np.argsort(row, kind="stable")  # by step; within a step, cameras keep their dict order
+    counts = np.bincount(row, minlength=n_rows)
+    offsets = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    if not np.all(order[1:] > order[:-1]):  # not already grouped by step: reorder the entries
+        cams = [cams[i] for i in order]
+        data = [data[i] for i in order]
+    return pa.MapArray.from_arrays(pa.array(offsets), pa.array(cams, pa.string()), pa.array(data, pa.binary()),
+                                   type=pa.map_(pa.string(), pa.binary()), mask=pa.array(counts == 0))
+
+
+
+def _repeat(values: list, repeats: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """``values[i]`` repeated ``repeats[i]`` times, as an Arrow array (no per-row Python objects)."""
+    if len(set(values)) == 1:  # one shard is one partition: a single value
+        return pa.repeat(pa.scalar(values[0], type_), int(repeats.sum()))
+    return pa.array(values, type_).take(pa.array(np.repeat(np.arange(len(values)), repeats)))
 
 
 def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Table]:
@@ -202,7 +240,8 @@ def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Ta
     ep_table = _with_partitions(ep_table, metas, [1] * len(metas))
 
     lengths = [e.length for e in episodes]
-    n = int(sum(lengths))
+    reps = np.asarray(lengths, dtype=np.int64)
+    n = int(reps.sum())
     rewards = np.zeros(n, dtype=np.float32)
     dones = np.zeros(n, dtype=bool)
     ends = np.cumsum(lengths) - 1
@@ -219,16 +258,16 @@ def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Ta
     else:
         state = pa.nulls(n, type=pa.list_(pa.float32()))
     step_cols = {
-        "episode_id": pa.array(np.repeat(np.array([m.episode_id for m in metas], dtype=object), lengths), pa.string()),
+        "episode_id": _repeat([m.episode_id for m in metas], reps, pa.string()),
         "schema_version": pa.array(np.full(n, SCHEMA_VERSION, np.int16)),
-        "dataset_id": pa.array(np.repeat(np.array([m.dataset_id for m in metas], dtype=object), lengths), pa.string()),
+        "dataset_id": _repeat([m.dataset_id for m in metas], reps, pa.string()),
         "t": pa.array(np.concatenate([np.arange(L, dtype=np.int32) for L in lengths]) if n else np.zeros(0, np.int32)),
         "proprio": _list_array([e.proprio for e in episodes]),
         "action": _list_array([e.actions for e in episodes]),
         "reward": pa.array(rewards),
         "done": pa.array(dones),
         "value_target": pa.array(np.concatenate([e.value_targets() for e in episodes]) if n else np.zeros(0, np.float32)),
-        "images": _images_column(episodes),
+        "images": _images_column(episodes, n),
         "object_state": state,
     }
     steps_table = pa.Table.from_pydict(step_cols, schema=STEPS_SCHEMA)
@@ -237,7 +276,7 @@ def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Ta
 
 
 def _with_partitions(table: pa.Table, metas: Sequence[EpisodeMeta], repeats: Sequence[int]) -> pa.Table:
-    reps = np.asarray(repeats)
-    table = table.append_column("source", pa.array(np.repeat([str(m.source) for m in metas], reps).astype(object), pa.string()))
-    table = table.append_column("iteration", pa.array(np.repeat([m.iteration for m in metas], reps).astype(np.int32)))
-    return table.append_column("suite", pa.array(np.repeat([m.suite for m in metas], reps).astype(object), pa.string()))
+    reps = np.asarray(repeats, dtype=np.int64)
+    table = table.append_column("source", _repeat([str(m.source) for m in metas], reps, pa.string()))
+    table = table.append_column("iteration", _repeat([int(m.iteration) for m in metas], reps, pa.int32()))
+    return table.append_column("suite", _repeat([m.suite for m in metas], reps, pa.string()))

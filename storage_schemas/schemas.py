@@ -98,8 +98,10 @@ def validate_table(table: Table | str, data: pa.Table) -> pa.Table:
         ValueError: naming missing/unexpected columns or a column that cannot be cast.
     """
     schema = schema_for(table)
-    missing = [n for n in schema.names if n not in data.column_names]
-    extra = [n for n in data.column_names if n not in schema.names]
+    have, want = data.column_names, set(schema.names)
+    have_set = set(have)
+    missing = [n for n in schema.names if n not in have_set]
+    extra = [n for n in have if n not in want]
     if missing or extra:
         raise ValueError(f"{Table(table)} rows do not match schema v{SCHEMA_VERSION}: missing={missing} unexpected={extra}")
     data = data.select(schema.names)
