@@ -87,6 +87,24 @@ def test_hdf5_without_actions_writes_nothing(tmp_path):
     assert lake_files(w) == before
 
 
+def test_hdf5_with_unknown_proprio_keys_names_them_and_the_flag(tmp_path, home):
+    from typer.testing import CliRunner
+
+    from flywheel.cli.app import app
+
+    f = make_hdf5(tmp_path / "odd.hdf5", [5])
+    with h5py.File(f, "a") as h:
+        for k in ("gripper_states", "ee_pos", "ee_ori"):
+            h["data/demo_0/obs"].move(k, f"robot_{k}")
+    res = CliRunner().invoke(app, ["ingest", str(f)])
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--proprio-keys" in res.output and "robot_ee_pos" in res.output
+    assert not list((home / "lake").rglob("*.parquet"))
+    res = CliRunner().invoke(app, ["ingest", str(f), "--proprio-keys", "robot_gripper_states,robot_ee_pos,robot_ee_ori"])
+    assert res.exit_code == 0, res.output
+
+
 def test_second_bad_file_in_folder_writes_nothing(tmp_path):
     w = LakeWriter(tmp_path / "lake")
     d = tmp_path / "many"
