@@ -127,7 +127,7 @@ class EvalConfig(_Section):
     num_candidates: int = Field(8, ge=1)
     world_model_samples: int = Field(3, ge=1)
     value_samples: int = Field(5, ge=1)
-    sampler_steps: int = Field(5, ge=1)
+    sampler_steps: int = Field(5, ge=1)  # solver steps per sampling chain (+1 clean call at sigma_min) in rollouts
 
 
 class CycleConfig(_Section):

@@ -198,15 +198,20 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
 
 
 def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num_world_samples: int,
-                       num_value_samples: int, seed: int = 0, vae_path: str | None = None, t5_path: str | None = None):
+                       num_value_samples: int, seed: int = 0, vae_path: str | None = None, t5_path: str | None = None,
+                       sampler_steps: int | None = None):
     """Picklable policy factory (runs in the driver or in a policy actor); ``vae_path`` / ``t5_path``: the
-    pretrained components found by :func:`tasks.registry.check_components`."""
+    pretrained components found by :func:`tasks.registry.check_components`; ``sampler_steps``: solver steps of
+    every sampling chain (``eval.sampler_steps``; None keeps the checkpoint's)."""
     import torch
 
     from cosmos_policy.policy import CosmosPolicy
 
     torch.set_num_threads(1)  # the env workers own the other cores
     policy = CosmosPolicy.from_checkpoint(checkpoint, seed=seed, vae_path=vae_path, t5_path=t5_path)
+    if sampler_steps is not None:
+        model = policy.model
+        model.config = replace(model.config, sampler=replace(model.config.sampler, num_steps=sampler_steps))
     if planning:
         policy = policy.with_planning(True, num_candidates=num_candidates, num_world_samples=num_world_samples,
                                       num_value_samples=num_value_samples)
@@ -261,7 +266,7 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
         if todo:
             factory = functools.partial(load_cosmos_policy, str(resolved.path), planning, cfg.eval.num_candidates,
                                         cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration,
-                                        **components)
+                                        sampler_steps=cfg.eval.sampler_steps, **components)
             handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
             stats = run_batched(engine, handle, todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
                                 gamma=cfg.model.gamma, on_episode=on_episode,

@@ -84,3 +84,14 @@ def test_offline_scores_of_a_checkpoint_on_recorded_episodes(tmp_path):
     assert math.isnan(scores.action_l1) and scores.action_samples == 0
     with_demo = offline_scores(cfg, ws, model, ids, seed=0)
     assert with_demo.action_samples == 2 and 0.05 < with_demo.action_l1 < 2.0  # untrained: far from the demo
+
+
+def test_rollout_policy_factory_applies_eval_sampler_steps_and_planning(tmp_path):
+    from tasks.rollouts import load_cosmos_policy
+    from tests.fixtures.checkpoints import make_tiny_checkpoint
+
+    ckpt = str(make_tiny_checkpoint(tmp_path / "ckpt"))
+    policy = load_cosmos_policy(ckpt, True, 3, 1, 2, seed=0, sampler_steps=2)
+    assert policy.model.config.sampler.num_steps == 2 and policy.planning
+    assert (policy.planner.num_candidates, policy.planner.num_world_samples, policy.planner.num_value_samples) == (3, 1, 2)
+    assert load_cosmos_policy(ckpt, False, 3, 1, 2).model.config.sampler.num_steps == 5  # the checkpoint's own
