@@ -196,8 +196,8 @@ def test_rollout_cli_resolves_a_models_uri_and_records_its_version(registry, hom
         def close(self):
             pass
 
-    def fake_run(engine, handle, reqs, writer, dataset_id, gamma, on_episode):
-        seen["reqs"] = reqs
+    def fake_run(engine, handle, reqs, writer, dataset_id, gamma, on_episode, execute_actions=None):
+        seen["reqs"], seen["execute_actions"] = reqs, execute_actions
         stats = RolloutStats(total=len(reqs))
         for r in reqs:
             stats.add(r, False, 10, None)
@@ -208,8 +208,10 @@ def test_rollout_cli_resolves_a_models_uri_and_records_its_version(registry, hom
     monkeypatch.setattr("tasks.batched_rollouts.PolicyHandle", FakeHandle)
     monkeypatch.setattr("tasks.batched_rollouts.run_batched", fake_run)
     res = CliRunner().invoke(app, ["rollout", "--policy", f"models:/{MODEL}@candidate", "--suite", "libero_object",
-                                   "--tasks", "0", "--episodes", "2", "--profile", "smoke"])
+                                   "--tasks", "0", "--episodes", "2", "--profile", "smoke",
+                                   "--set", "model.execute_actions=4"])
     assert res.exit_code == 0, res.output
+    assert seen["execute_actions"] == 4  # the config reaches the batched rollouts
     assert f"Rollouts of {MODEL}/v2".replace(" ", "") in "".join(res.output.split())  # (the fake wrote no rows)
     assert {r.policy_version for r in seen["reqs"]} == {f"{MODEL}/v2"} and len(seen["reqs"]) == 2
     assert seen["checkpoint"].startswith(str(home / "cache" / "models" / MODEL / "2"))
