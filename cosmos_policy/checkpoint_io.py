@@ -77,6 +77,14 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def with_components(config: CosmosPolicyConfig, meta: dict[str, Any], directory: str | Path,
+                    vae_path: str | Path | None = None, t5_path: str | Path | None = None) -> CosmosPolicyConfig:
+    """``config`` with the tokenizer / text-encoder folders this machine holds for the checkpoint's recorded
+    fingerprints (raises ``ComponentError``; see :mod:`cosmos_policy.components`)."""
+    check_stand_ins(config, meta.get("components"))
+    return resolve_components(config, meta.get("components"), directory, vae_path, t5_path)
+
+
 def load_checkpoint(directory: str | Path, expected_layout: LatentLayout | None = None,
                     device: torch.device | str = "cpu", config_overrides: dict[str, Any] | None = None,
                     vae_path: str | Path | None = None, t5_path: str | Path | None = None,
@@ -109,8 +117,7 @@ def load_checkpoint(directory: str | Path, expected_layout: LatentLayout | None 
                 f"checkpoint {directory} was trained with layout {saved_layout.name!r} "
                 f"[{saved_layout.describe()}], expected {expected_layout.name!r} "
                 f"[{expected_layout.describe()}]; differences: {'; '.join(diffs)}")
-    check_stand_ins(config, meta.get("components"))
-    config = resolve_components(config, meta.get("components"), directory, vae_path, t5_path)
+    config = with_components(config, meta, directory, vae_path, t5_path)
     if config_overrides:
         config = replace(config, **config_overrides)
     model = CosmosPolicyModel(config, device="meta")

@@ -430,14 +430,13 @@ def check_components(path: str | Path, vae_path: str | Path | None = None,
     """Find the tokenizer / text-encoder folders a checkpoint was trained with (by content fingerprint) before any
     work, and return them as ``vae_path`` / ``t5_path`` keyword arguments for loading. Raises
     ``RegistryError`` naming the fingerprint and the folders tried."""
-    from cosmos_policy.components import ComponentError, check_stand_ins, resolve_components
+    from cosmos_policy.checkpoint_io import with_components
+    from cosmos_policy.components import ComponentError
     from cosmos_policy.configuration_cosmos_policy import CosmosPolicyConfig
 
     meta = _read_meta(path)
     try:
-        config = CosmosPolicyConfig.from_dict(meta["config"])
-        check_stand_ins(config, meta.get("components"))
-        config = resolve_components(config, meta.get("components"), path, vae_path, t5_path)
+        config = with_components(CosmosPolicyConfig.from_dict(meta["config"]), meta, path, vae_path, t5_path)
     except ComponentError as exc:
         raise RegistryError(str(exc)) from None
     return {"vae_path": config.tokenizer.path if config.tokenizer.kind == "wan" else None,
