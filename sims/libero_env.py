@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,23 @@ from sims.sim_state import RobosuiteCameras
 from sims.types import Observation, StepResult, TaskSpec
 
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _global_numpy_seed(key: tuple[int, ...]) -> Iterator[None]:
+    """Seed NumPy's global RNG from ``key`` for the block, then restore the caller's state.
+
+    LIBERO's region samplers draw fixture placements from ``np.random`` (not robosuite 1.5's ``env.rng``) when a
+    scene is built or reset, and fixtures are not part of LIBERO's init states. Without this, an episode's
+    cabinet or stove sits a few millimetres elsewhere depending on which episodes ran before it in the same
+    process, so the same (task, init state, seed) could succeed in one sweep and fail in another.
+    """
+    saved = np.random.get_state()
+    np.random.seed(np.random.SeedSequence([abs(int(k)) for k in key]).generate_state(1)[0])
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
 
 
 class LiberoEnv(RobosuiteCameras):
@@ -110,7 +127,7 @@ class LiberoEnv(RobosuiteCameras):
             self._build(task_id)
         env = self._env
         env.env.rng = np.random.default_rng(seed)  # robosuite 1.5 samplers; init state overrides placement
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _global_numpy_seed((task_id, seed)):
             env.reset()
             env.set_init_state(states[init_state_index])
         for _ in range(self.settle_steps):
@@ -230,7 +247,7 @@ class LiberoEnv(RobosuiteCameras):
         from libero.libero.envs.env_wrapper import ControlEnv  # heavy; after the fixes
 
         info = task_info(self.suite, task_id)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _global_numpy_seed((task_id,)):
             self._env = ControlEnv(
                 bddl_file_name=info.bddl_path,
                 use_camera_obs=False,  # cameras off; render() on demand

@@ -43,6 +43,36 @@ def test_task_counts_match_libero() -> None:
     assert {s: num_tasks(s) for s in LIBERO_NUM_TASKS} == LIBERO_NUM_TASKS
 
 
+def test_an_episode_does_not_depend_on_the_episodes_before_it() -> None:
+    """Same (task, init state, seed) → same fixture placement and trajectory, whatever ran before in the process
+    (LIBERO places fixtures from NumPy's global RNG; the caller's global RNG state is left as it was)."""
+    from sims.libero_env import LiberoEnv
+
+    actions = np.random.default_rng(0).uniform(-0.5, 0.5, size=(15, 7)).astype(np.float32)
+
+    def episode(env: LiberoEnv) -> np.ndarray:
+        obs = env.reset(4, 22, seed=2)
+        out = [obs.object_state, obs.proprio]
+        for a in actions:
+            r = env.step(a, render=False)
+            out += [r.observation.object_state, r.observation.proprio]
+        return np.concatenate(out)
+
+    np.random.seed(123)
+    expected_draw = np.random.random()
+    np.random.seed(123)
+    with LiberoEnv("libero_spatial", image_size=32) as fresh:
+        first = episode(fresh)
+    with LiberoEnv("libero_spatial", image_size=32) as used:
+        used.reset(3, 0, seed=0)
+        for a in actions:
+            used.step(-a, render=False)
+        used.reset(4, 0, seed=0)
+        after_history = episode(used)
+    assert np.random.random() == expected_draw  # the global stream the caller seeded is untouched
+    np.testing.assert_array_equal(first, after_history)
+
+
 def test_expert_solves_libero_object_init_states(object_env) -> None:
     from sims.demos import record_episode
     from sims.expert import ScriptedExpert
