@@ -24,11 +24,14 @@ class EpisodeRequest:
     policy_version: str | None = None
     planning: bool = False
     image_every: int = 4
+    settings: str = ""  # inference settings that change behaviour (see tasks.rollouts.inference_settings)
 
     @property
     def episode_id(self) -> str:
-        # Planning on/off and the model version make different episodes of the same init state and seed.
+        # Planning on/off, the model version and the inference settings make different episodes of the same init
+        # state and seed (an ablation in the same workspace does not find the other setting's episodes "done").
         who = self.policy + ("+planning" if self.planning else "") + (f"@{self.policy_version}" if self.policy_version else "")
+        who += f"#{self.settings}" if self.settings else ""
         return rollout_episode_id(self.source, self.iteration, self.suite, self.task_id, self.init_state_index,
                                   self.seed, who)
 

@@ -253,7 +253,8 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
         engine = model_engine(cfg, ws, suite, num_workers)
     stats, handle = None, None
     try:
-        reqs = [replace(r, policy_version=resolved.version_label, planning=planning)
+        settings = inference_settings(cfg, planning)
+        reqs = [replace(r, policy_version=resolved.version_label, planning=planning, settings=settings)
                 for r in _task_requests(engine, cfg, suite, task_ids, episodes, split, iteration=iteration,
                                         source=source, policy="model", seed=cfg.seed + 1000 * iteration,
                                         image_every=cfg.model.chunk_size)]
@@ -277,6 +278,16 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
         if own_engine:
             engine.shutdown()
     return _resumed_summary(ws, reqs, stats, suite, "model", source, iteration)
+
+
+def inference_settings(cfg: FlywheelConfig, planning: bool) -> str:
+    """The settings that change how a model acts, made part of its episodes' ids: actions executed per chunk,
+    solver steps and, with planning, candidates / world-model / value samples (``k16.s5.N4W1V2``)."""
+    k = cfg.model.execute_actions or cfg.model.chunk_size
+    tag = f"k{k}.s{cfg.eval.sampler_steps}"
+    if planning:
+        tag += f".N{cfg.eval.num_candidates}W{cfg.eval.world_model_samples}V{cfg.eval.value_samples}"
+    return tag
 
 
 def model_engine(cfg: FlywheelConfig, ws: Workspace, suite: str, num_workers: int | None = None) -> RolloutEngine:

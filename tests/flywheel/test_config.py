@@ -38,3 +38,25 @@ def test_bad_config_is_one_clear_error(args, match):
 def test_overrides_do_not_leak_into_profiles():
     load_config("cpu", None, ["train.steps=3"])
     assert load_config("cpu").train.steps == PROFILES["cpu"]["train"]["steps"] != 3
+
+
+def test_inference_settings_make_different_model_episodes():
+    """An ablation of how a model acts (executed actions, solver steps, planning budget) in the same workspace
+    gets its own episodes instead of finding the other setting's episodes already in the lake."""
+    from dataclasses import replace
+
+    from flywheel.recordings import EpisodeRequest
+    from tasks.rollouts import inference_settings
+
+    def req(overrides, planning=False):
+        cfg = load_config("cpu", overrides=overrides)
+        return replace(EpisodeRequest("libero_object", 0, 40, 7, policy="model", policy_version="m/v1",
+                                      planning=planning), settings=inference_settings(cfg, planning))
+
+    base = req([])
+    assert base.settings == "k16.s5"
+    assert req(["model.execute_actions=16"]).episode_id == base.episode_id  # same behaviour, same id
+    variants = [req(["model.execute_actions=8"]), req(["eval.sampler_steps=4"]), req([], planning=True),
+                req(["eval.num_candidates=2"], planning=True)]
+    assert len({base.episode_id, *(r.episode_id for r in variants)}) == 5
+    assert variants[2].settings == "k16.s5.N8W3V5"
