@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.lake import lake_sql
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_INIT_STATES = 40  # sim.heldout_init_states = 10 of LIBERO's 50
 ENV = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"}  # the suite quiets Prefect; these checks read its log
@@ -27,14 +29,7 @@ def _cli(home: Path, log: Path, *args: str) -> subprocess.Popen:
 
 
 def _sql(home: Path, sql: str) -> list[tuple]:
-    from storage_schemas import LakeLayout
-    from storage_schemas.views import connect
-
-    con = connect(LakeLayout(home / "lake"))
-    try:
-        return con.sql(sql).fetchall()
-    finally:
-        con.close()
+    return lake_sql(home / "lake", sql)
 
 
 def _rollouts_landed(home: Path) -> int:

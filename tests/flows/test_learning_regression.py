@@ -2,7 +2,7 @@
 
 Through the real CLI, in a fresh workspace:
 
-1. ``flywheel demos generate``: the scripted expert on libero_object task 0 from the *train* init states (cached
+1. ``flywheel demos generate``: the scripted expert on libero_object task 1 from the *train* init states (cached
    under pytest's cache, ``.pytest_cache/d/learning-demos-task1-v1``: a local re-run reuses them, a fresh clone makes
    them in ~2 minutes);
 2. ``flywheel train`` (Ray Train, the ``cpu`` profile's recipe with the policy-heavy base mix);
@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.lake import lake_sql
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 6000  # 12-20 minutes of Ray Train on 2 cores (80-150 samples/s)
@@ -58,14 +60,7 @@ def test_a_trained_policy_succeeds_from_heldout_start_positions(request: pytest.
     _cli(home, "train", "--suite", "libero_object")
     _cli(home, "rollout", "--policy", "models:/cosmos-policy@candidate", "--suite", "libero_object", "--tasks", "1",
          "--episodes", str(EPISODES), "--heldout")
-    from storage_schemas import LakeLayout
-    from storage_schemas.views import connect
-
-    con = connect(LakeLayout(home / "lake"))
-    try:
-        rows = con.sql("SELECT init_state_index, success FROM episodes WHERE source = 'eval' ORDER BY 1").fetchall()
-    finally:
-        con.close()
+    rows = lake_sql(home / "lake", "SELECT init_state_index, success FROM episodes WHERE source = 'eval' ORDER BY 1")
     print(json.dumps({"heldout_successes": sum(s for _, s in rows), "episodes": len(rows), "steps": STEPS}))
     assert [i for i, _ in rows] == list(range(40, 40 + EPISODES))  # held-out start positions only
     assert sum(s for _, s in rows) >= FLOOR, f"{sum(s for _, s in rows)}/{len(rows)} held-out successes < {FLOOR}"

@@ -5,7 +5,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from flywheel.cli.app import app
-from tests.fixtures.lake import write_synthetic_episodes
+from tests.fixtures.lake import lake_sql, write_synthetic_episodes
 
 runner = CliRunner()
 
@@ -19,8 +19,6 @@ def _one_error_line(res):
 
 def test_export_round_trip(home, tmp_path):
     from flywheel.compat import ensure_torchvision
-    from storage_schemas import LakeLayout
-    from storage_schemas.views import connect
 
     write_synthetic_episodes(home / "lake", demos=2, successes=1, failures=1, length=20, image_size=16,
                              image_every=5)
@@ -42,9 +40,8 @@ def test_export_round_trip(home, tmp_path):
     assert res.exit_code == 0, res.output
 
     def episodes(root):
-        con = connect(LakeLayout(root))
-        rows = con.sql("SELECT e.success, e.length, list(s.action ORDER BY s.t), list(s.proprio ORDER BY s.t) "
-                       "FROM episodes e JOIN steps s USING (episode_id) GROUP BY e.episode_id, e.success, e.length").fetchall()
+        rows = lake_sql(root, "SELECT e.success, e.length, list(s.action ORDER BY s.t), list(s.proprio ORDER BY s.t) "
+                              "FROM episodes e JOIN steps s USING (episode_id) GROUP BY e.episode_id, e.success, e.length")
         return sorted((ok, n, np.round(np.array(a), 5).tolist(), np.round(np.array(p), 5).tolist())
                       for ok, n, a, p in rows)
 
