@@ -8,8 +8,10 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
    ``--quick`` 10): the step count is the budget times the steps/s of the real ``train_step`` on this machine,
    measured just before (the actual minutes are reported);
 3. rollouts with both outcomes (the model + the noisy expert) on train init states, then the 90/10 refinement;
-4. held-out evaluation of the base and refined models, direct and best-of-N planning, on the same held-out init
-   states and seeds (``eval.episodes_per_task``: 20 with ``--quick``, else 10), plus value-head ROC AUC and
+4. held-out evaluation, on the same held-out init states and seeds: the base model direct and planning with
+   itself; after refinement, planning = the base policy judged by the refined planning model (the reference's
+   pairing, ``cycle.planner=separate``; ``same``: the refined model alone) and direct = the refined model's own
+   policy (a diagnostic) (``eval.episodes_per_task``: 20 with ``--quick``, else 10), plus value-head ROC AUC and
    world-model error on held-out rollouts and the sampled-chunk action L1 on held-out clean demos.
 
 Success rates come with Wilson 95% intervals from the lake's ``evaluations`` table. The settings used are printed
@@ -86,8 +88,9 @@ def _num(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def success_table(lake, iteration: int, labels: dict[str, str]) -> dict[str, dict]:
-    """Per (role, mode): successes, episodes, rate and Wilson 95% interval, overall and per task."""
+def success_table(lake, iteration: int, labels: dict[str, dict[str, str]]) -> dict[str, dict]:
+    """Per (role, mode): successes, episodes, rate and Wilson 95% interval, overall and per task. ``labels``:
+    role → mode → the ``policy_version`` its episodes recorded (the cycle summary's ``systems``)."""
     from storage_schemas.stats import wilson_interval
     from storage_schemas.views import connect
 
@@ -96,9 +99,9 @@ def success_table(lake, iteration: int, labels: dict[str, str]) -> dict[str, dic
                    f"WHERE iteration = {int(iteration)}").fetchall()
     con.close()
     out: dict[str, dict] = {}
-    for role, label in labels.items():
-        for planning, mode in ((False, "direct"), (True, "planning")):
-            mine = [r for r in rows if r[0] == label and r[1] == planning]
+    for role, modes in labels.items():
+        for mode, label in modes.items():
+            mine = [r for r in rows if r[0] == label and r[1] == (mode == "planning")]
             if not mine:
                 continue
             k, n = sum(r[3] for r in mine), sum(r[4] for r in mine)
@@ -133,15 +136,11 @@ def main() -> None:
     summary = cycle_flow(profile="cpu", overrides=overrides, home=str(ws.home))
     m = summary["metrics"]
 
-    def label(uri: str) -> str:  # models:/NAME/VERSION -> NAME/vVERSION, as episodes record it
-        name, version = uri.removeprefix("models:/").rsplit("/", 1)
-        return f"{name}/v{version}"
-
-    table = success_table(ws.lake, summary["iteration"], {"base": label(summary["base"]),
-                                                          "refined": label(summary["candidate"])})
+    systems = summary["systems"]
+    table = success_table(ws.lake, summary["iteration"], {"base": systems["base"], "refined": systems["candidate"]})
     rate_of = lambda key: table.get(key, {}).get("rate")  # noqa: E731
     result = {
-        "tasks": len(cfg.sim.tasks or []), "train_steps": cfg.train.steps,
+        "tasks": len(cfg.sim.tasks or []), "train_steps": cfg.train.steps, "planner": cfg.cycle.planner,
         "train_minutes": _num(m.get("duration/finetune_s", float("nan")) / 60),
         "calibrated_steps_per_s": round(rate, 2),
         "success_direct": rate_of("base_direct"), "success_planning": rate_of("base_planning"),

@@ -270,6 +270,9 @@ class TextConfig:
         _check_positive(self, "num_tokens")
 
 
+VALUE_INPUTS = ("state_action_future", "future")
+
+
 @dataclass
 class CosmosPolicyConfig:
     """Top-level model config: everything a checkpoint needs to rebuild the model."""
@@ -283,8 +286,14 @@ class CosmosPolicyConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     text: TextConfig = field(default_factory=TextConfig)
     preset: str = "custom"
+    # What value samples see: the current state, action and future state, V(s, a, s′) (``"state_action_future"``),
+    # or the future state alone, V(s′) (``"future"``; the reference's planning models, whose current-state and action
+    # frames are masked out of value prediction).
+    value_inputs: str = "state_action_future"
 
     def __post_init__(self) -> None:
+        if self.value_inputs not in VALUE_INPUTS:
+            raise ValueError(f"value_inputs must be one of {VALUE_INPUTS}, got {self.value_inputs!r}")
         if self.layout.latent_channels != self.backbone.latent_channels:
             raise ValueError(f"layout latent_channels {self.layout.latent_channels} != backbone latent_channels "
                              f"{self.backbone.latent_channels}")
@@ -302,9 +311,9 @@ class CosmosPolicyConfig:
             raise ValueError(f"{self.layout.num_frames} frames exceed backbone max_size {self.backbone.max_size}")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"preset": self.preset, "layout": self.layout.to_dict()}
+        out: dict[str, Any] = {"preset": self.preset, "layout": self.layout.to_dict(), "value_inputs": self.value_inputs}
         for f in fields(self):
-            if f.name not in ("layout", "preset"):
+            if f.name not in ("layout", "preset", "value_inputs"):
                 out[f.name] = asdict(getattr(self, f.name))
         return out
 
@@ -313,7 +322,8 @@ class CosmosPolicyConfig:
         types = {"backbone": BackboneConfig, "noise": NoiseConfig, "sampler": SamplerConfig,
                  "planner": PlannerConfig, "train": TrainConfig, "tokenizer": TokenizerConfig, "text": TextConfig}
         kwargs: dict[str, Any] = {k: t(**data[k]) for k, t in types.items() if k in data}
-        return cls(layout=LatentLayout.from_dict(data["layout"]), preset=data.get("preset", "custom"), **kwargs)
+        return cls(layout=LatentLayout.from_dict(data["layout"]), preset=data.get("preset", "custom"),
+                   value_inputs=data.get("value_inputs", "state_action_future"), **kwargs)
 
 
 def tiny_config(layout: LatentLayout | None = None, **overrides: Any) -> CosmosPolicyConfig:

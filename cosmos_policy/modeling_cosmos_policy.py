@@ -204,12 +204,29 @@ class CosmosPolicyModel(nn.Module):
         outs = []
         for s in range(0, cond_latents.shape[0], step):
             cl, cm, te = cond_latents[s:s + step], cond_mask[s:s + step], text_emb[s:s + step]
+            seen = self.value_view(cl, cm)
 
-            def denoise(x: torch.Tensor, sigma: torch.Tensor, cl=cl, cm=cm, te=te) -> torch.Tensor:
-                return self.denoiser(x, sigma, cm, cl, te)
+            def denoise(x: torch.Tensor, sigma: torch.Tensor, seen=seen, cm=cm, te=te) -> torch.Tensor:
+                return self.denoiser(x, sigma, cm, seen, te)
 
-            outs.append(sampler(denoise, noise[s:s + step].to(cl.device) * sigmas[0], sigmas))
+            out = sampler(denoise, noise[s:s + step].to(cl.device) * sigmas[0], sigmas)
+            outs.append(torch.where(cm[:, None, :, None, None], cl.float(), out) if seen is not cl else out)
         return torch.cat(outs)
+
+    def value_view(self, latents: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+        """What the network is shown: with ``config.value_inputs == "future"`` (V(s′)), value rows (those given the
+        action and the future state) have their current-state and action frames zeroed, so the value depends on the
+        future state alone; otherwise ``latents`` unchanged (the same object)."""
+        if self.config.value_inputs != "future":
+            return latents
+        lay = self.layout
+        rows = cond_mask[:, lay.action_index] & cond_mask[:, list(lay.future_indices)].all(1)
+        if not bool(rows.any()):
+            return latents
+        hidden = torch.zeros(lay.num_frames, dtype=torch.bool, device=latents.device)
+        hidden[[i for i in lay.current_indices if lay.slots[i].kind != "blank"] + [lay.action_index]] = True
+        drop = rows.to(latents.device)[:, None] & hidden[None, :]  # (B, T')
+        return latents.masked_fill(drop[:, None, :, None, None], 0.0)
 
     # ------------------------------------------------------------------ injection helpers
     def assemble(self, cameras: Mapping[str, torch.Tensor], proprio: torch.Tensor,

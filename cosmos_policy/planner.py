@@ -2,7 +2,9 @@
 
 For each observation: sample N candidate action chunks (policy), W future states per candidate (world model),
 V values per predicted future (value function), aggregate the W·V values per candidate with the
-**majority mean**, execute the best candidate. Each stage is one :meth:`CosmosPolicyModel.generate` over all
+**majority mean**, execute the best candidate. The candidates may come from one model and the futures and values
+from another, the *planning model* (as in the reference: the demo-trained policy proposes, the 90/10-refined
+model predicts and scores). Each stage is one :meth:`CosmosPolicyModel.generate` over all
 ``B·N``, ``B·N·W`` or ``B·N·W·V`` rows (split only by ``max_batch_size``). Noise comes from one
 ``torch.Generator`` per row, seeded from (seed, observation, candidate, world sample, value sample), so the
 result does not depend on how rows are batched.
@@ -136,23 +138,30 @@ def _reinject_action(model: CosmosPolicyModel, current: torch.Tensor, sampled: t
 
 @torch.no_grad()
 def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, config: PlannerConfig,
-         seed: int = 0) -> PlanOutput:
+         seed: int = 0, planning_model: CosmosPolicyModel | None = None) -> PlanOutput:
     """Best-of-N planning.
 
     Args:
-        model: the Cosmos Policy model.
+        model: the Cosmos Policy model that proposes the candidates (its policy).
         current: ``(B, C, T', H, W)`` latents with the current frames filled (other frames ignored).
         text: ``(B, L, D)`` text embeddings.
         config: N, W, V, threshold, mode (``model_based`` or ``q``), ``max_batch_size``.
         seed: base seed; row noise is seeded from (seed, b, candidate, world, value).
 
+        planning_model: the model whose world model and value function judge the candidates (same latent layout);
+            None: ``model`` itself.
+
     Returns:
-        :class:`PlanOutput`.
+        :class:`PlanOutput` (``num_forward_calls`` counts both models' forwards).
     """
+    judge = model if planning_model is None else planning_model
+    if judge.layout != model.layout:
+        raise ValueError(f"the planning model's latent layout differs from the policy's ({judge.layout} vs "
+                         f"{model.layout}): both must be trained for the same suite, cameras and chunk size")
     b = current.shape[0]
     n, w, v = config.num_candidates, config.num_world_samples, config.num_value_samples
     mbs = config.max_batch_size
-    counter = _CallCounter(model.transformer)
+    counters = [_CallCounter(model.transformer)] + ([_CallCounter(judge.transformer)] if judge is not model else [])
     try:
         rows = current.repeat_interleave(n, 0)
         text_n = text.repeat_interleave(n, 0)
@@ -163,22 +172,23 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
         if config.mode == "q":
             m = w * v
             ids_q = [(i, j, k) for i, j in ids for k in range(m)]
-            x_q = _stage(model, with_action.repeat_interleave(m, 0), "world_model", text_n.repeat_interleave(m, 0),
+            x_q = _stage(judge, with_action.repeat_interleave(m, 0), "world_model", text_n.repeat_interleave(m, 0),
                          [row_seed(seed, i, j, k, -1) for i, j, k in ids_q], mbs)
-            values = model.extract_value(x_q).reshape(b, n, m)
+            values = judge.extract_value(x_q).reshape(b, n, m)
         else:
             ids_w = [(i, j, k) for i, j in ids for k in range(w)]
             text_w = text_n.repeat_interleave(w, 0)
-            x_wm = _stage(model, with_action.repeat_interleave(w, 0), "world_model", text_w,
+            x_wm = _stage(judge, with_action.repeat_interleave(w, 0), "world_model", text_w,
                           [row_seed(seed, i, j, k) for i, j, k in ids_w], mbs)
             ids_v = [(i, j, k, q) for i, j, k in ids_w for q in range(v)]
-            x_val = _stage(model, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
+            x_val = _stage(judge, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
                            [row_seed(seed, *t) for t in ids_v], mbs)
-            values = model.extract_value(x_val).reshape(b, n, w * v)
+            values = judge.extract_value(x_val).reshape(b, n, w * v)
     finally:
-        counter.remove()
+        for counter in counters:
+            counter.remove()
     scores = majority_mean(values, config.success_threshold, config.minority_score)
     chosen = scores.argmax(dim=1)
     candidates = candidates.reshape(b, n, *candidates.shape[1:])
     actions = candidates[torch.arange(b), chosen]
-    return PlanOutput(candidates, values, scores, chosen, actions, counter.count)
+    return PlanOutput(candidates, values, scores, chosen, actions, sum(c.count for c in counters))

@@ -2,7 +2,9 @@
 
 Satisfies the simulators' policy protocol (``act(observations, instructions)``); observations are any objects
 with the attributes of :class:`~cosmos_policy.observation.PolicyObservation`. Direct mode samples the action in
-one parallel pass (or autoregressively); planning mode runs batched best-of-N (:func:`~cosmos_policy.planner.plan`).
+one parallel pass (or autoregressively); planning mode runs batched best-of-N (:func:`~cosmos_policy.planner.plan`),
+judged by the model itself or by a separate *planning model* (e.g. the 90/10-refined one) that reads the same
+latents and action units.
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ class CosmosPolicy:
         direct_mode: ``"parallel"`` or ``"autoregressive"`` for direct sampling.
         seed: base seed; each ``act`` call advances an internal counter so calls differ but runs repeat.
         camera_aliases: optional map from observation camera names to layout camera names.
+        planning_model: with ``planning``, the model whose world model and value function judge the candidates
+            (None: ``model``); it must share the layout, tokenizer, text encoder and normalisation statistics.
     """
 
     def __init__(self, model: CosmosPolicyModel, stats: NormalizationStats, tokenizer: Tokenizer | None = None,
                  planning: bool = False, planner: PlannerConfig | None = None,
                  direct_mode: Literal["parallel", "autoregressive"] = "parallel", seed: int = 0,
-                 camera_aliases: dict[str, str] | None = None) -> None:
+                 camera_aliases: dict[str, str] | None = None,
+                 planning_model: tuple[CosmosPolicyModel, NormalizationStats] | None = None) -> None:
         self.model = model.eval()
         self.stats = stats
         self.tokenizer = tokenizer or build_tokenizer(model.config.tokenizer, device=model.device)
@@ -53,27 +58,41 @@ class CosmosPolicy:
         self.camera_aliases = camera_aliases or {}
         self.calls = 0
         self.last_plan: PlanOutput | None = None
+        self.planning_model: CosmosPolicyModel | None = None
+        if planning_model is not None:
+            judge, judge_stats = planning_model
+            _check_compatible(model, stats, judge, judge_stats)
+            self.planning_model = judge.eval()
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, expected_layout: LatentLayout | None = None,
                         device: torch.device | str = "cpu", planning: bool = False,
                         planner: PlannerConfig | None = None, vae_path: str | Path | None = None,
-                        t5_path: str | Path | None = None, **kwargs: object) -> CosmosPolicy:
+                        t5_path: str | Path | None = None, planning_checkpoint: str | Path | None = None,
+                        **kwargs: object) -> CosmosPolicy:
         """Load a checkpoint folder (refuses a mismatched ``expected_layout``; ``vae_path`` / ``t5_path``: where
-        this machine keeps the pretrained components, see :func:`cosmos_policy.checkpoint_io.load_checkpoint`)."""
+        this machine keeps the pretrained components, see :func:`cosmos_policy.checkpoint_io.load_checkpoint`);
+        ``planning_checkpoint``: a second folder whose model judges the candidates when planning."""
         model, stats = load_checkpoint(directory, expected_layout=expected_layout, device=device,
                                        vae_path=vae_path, t5_path=t5_path)
-        return cls(model, stats, planning=planning, planner=planner, **kwargs)  # type: ignore[arg-type]
+        judge = None
+        if planning_checkpoint is not None:
+            judge = load_checkpoint(planning_checkpoint, expected_layout=model.layout, device=device,
+                                    vae_path=vae_path, t5_path=t5_path)
+        return cls(model, stats, planning=planning, planner=planner, planning_model=judge,  # type: ignore[arg-type]
+                   **kwargs)
 
     @property
     def layout(self) -> LatentLayout:
         return self.model.layout
 
     def with_planning(self, planning: bool = True, **planner_overrides: object) -> CosmosPolicy:
-        """A copy sharing the model, with planning switched and planner fields overridden."""
+        """A copy sharing the model (and planning model), with planning switched and planner fields overridden."""
         planner = replace(self.planner, **planner_overrides) if planner_overrides else self.planner
-        return CosmosPolicy(self.model, self.stats, self.tokenizer, planning, planner, self.direct_mode, self.seed,
-                            self.camera_aliases)
+        out = CosmosPolicy(self.model, self.stats, self.tokenizer, planning, planner, self.direct_mode, self.seed,
+                           self.camera_aliases)
+        out.planning_model = self.planning_model
+        return out
 
     @torch.no_grad()
     def current_latents(self, observations: Sequence[Observation]) -> torch.Tensor:
@@ -116,10 +135,22 @@ class CosmosPolicy:
         current = self.current_latents(observations)
         text = self.model.encode_text(instructions)
         if self.planning:
-            self.last_plan = plan(self.model, current, text, self.planner, seed=seed)
+            self.last_plan = plan(self.model, current, text, self.planner, seed=seed, planning_model=self.planning_model)
             actions = self.last_plan.actions
         else:
             seeds = [row_seed(seed, i) for i in range(len(observations))]
             x = sample_chain(self.model, current, text, seeds, self.direct_mode, self.planner.max_batch_size)
             actions = self.model.extract_action(x)
         return self.stats.action.unnormalize(actions.float().cpu().numpy())
+
+
+def _check_compatible(model: CosmosPolicyModel, stats: NormalizationStats, judge: CosmosPolicyModel,
+                      judge_stats: NormalizationStats) -> None:
+    """A planning model reads the policy's latents, text embeddings and normalised actions: all must agree."""
+    for what, a, b in (("latent layout", model.layout, judge.layout),
+                       ("image tokenizer", model.config.tokenizer, judge.config.tokenizer),
+                       ("text encoder", model.config.text, judge.config.text),
+                       ("normalisation statistics", stats.to_dict(), judge_stats.to_dict())):
+        if a != b:
+            raise ValueError(f"the planning model's {what} differs from the policy's; a planning model must be "
+                             f"trained for the same suite and components as the policy (e.g. refined from it)")

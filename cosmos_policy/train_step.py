@@ -67,7 +67,8 @@ def compute_loss(model: CosmosPolicyModel, batch: TrainingBatch, generator: torc
     text = batch.text if batch.text is not None else model.encode_text(batch.instructions)
     use_autocast = model.config.train.bf16_autocast and device.type == "cuda"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
-        per_sample, denoised = model.denoiser.loss(batch.latents, batch.cond_mask, text, sigma, noise)
+        per_sample, denoised = model.denoiser.loss(model.value_view(batch.latents, batch.cond_mask), batch.cond_mask,
+                                                   text, sigma, noise)
     loss = per_sample.mean()
     metrics = {"loss": loss.item(), "sigma_mean": sigma.mean().item()}
     with torch.no_grad():

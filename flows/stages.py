@@ -16,10 +16,11 @@ from tasks.training import train_task
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(model: str = "models:/cosmos-policy@champion", profile: str = "cpu",
-                  config_path: str | None = None, overrides: list[str] | None = None, home: str | None = None) -> dict:
+                  config_path: str | None = None, overrides: list[str] | None = None, home: str | None = None,
+                  planning_model: str | None = None) -> dict:
     cfg, ws = load_workspace(profile, config_path, overrides, home)
     preflight(cfg, ws)
-    results = evaluate_model_task(cfg, ws, model)
+    results = evaluate_model_task(cfg, ws, model, planning_model=planning_model)
     return {mode: {"successes": r.successes, "episodes": r.episodes, "ci95": r.interval} for mode, r in results.items()}
 
 

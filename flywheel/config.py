@@ -82,6 +82,8 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0)
     fractions: tuple[float, float, float] | None = None  # base mix (policy, world_model, value)
     bf16_autocast: bool | None = None  # on GPU only; master weights stay fp32
+    # Value samples see (s, a, s′) or s′ alone (V(s′)); None = what the starting model uses (a new one: (s, a, s′)).
+    value_inputs: Literal["state_action_future", "future"] | None = None
     # Ray Train
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
@@ -109,6 +111,8 @@ class RefineConfig(_Section):
     rollout_fraction: float | None = Field(None, ge=0, le=1)  # the 90/10 split
     balance_outcomes: bool | None = None  # rollout samples half successes, half failures
     lr: float | None = Field(None, gt=0)
+    # The refined model is the planning model: V(s′) by default, as the reference's planning models.
+    value_inputs: Literal["state_action_future", "future"] | None = "future"
 
 
 class RolloutConfig(_Section):
@@ -143,8 +147,21 @@ class CycleConfig(_Section):
     value_steps_per_episode: int = Field(4, ge=1)  # steps of each held-out episode scored by the value head
     promote_alpha: float = Field(0.1, gt=0, lt=1)  # one-sided Fisher exact test, candidate > champion
     promote_on: Literal["planning", "direct"] = "planning"  # which evaluation mode decides promotion
+    # What the 90/10-refined model becomes. "separate" (the reference): a planning model, whose world model and value
+    # judge the candidates of the policy it was refined from; the deployed system is the pair (aliases `champion`
+    # and `champion-planner`). "same": it replaces the policy (acts and plans alone).
+    planner: Literal["separate", "same"] = "separate"
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
+
+
+    @model_validator(mode="after")
+    def _separate_planner_is_judged_by_planning(self) -> CycleConfig:
+        if self.planner == "separate" and self.promote_on == "direct":
+            raise ValueError("cycle.planner='separate' deploys the refined model as a planning model, which direct "
+                             "sampling never uses: promote on planning (cycle.promote_on='planning') or set "
+                             "cycle.planner='same'")
+        return self
 
 
 class MlflowConfig(_Section):
@@ -172,6 +189,13 @@ class FlywheelConfig(_Section):
     cycle: CycleConfig = Field(default_factory=CycleConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _separate_planner_needs_planning(self) -> FlywheelConfig:
+        if self.cycle.planner == "separate" and not self.eval.planning:
+            raise ValueError("cycle.planner='separate' deploys the refined model as a planning model, judged only "
+                             "by planning: set eval.planning=true or cycle.planner='same'")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

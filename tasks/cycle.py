@@ -77,11 +77,36 @@ class RolloutResult:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class System:
+    """What acts in one evaluation: a policy and, when planning, the model judging its candidates."""
+
+    policy: str  # models:/NAME/VERSION
+    planner: str | None = None  # None: the policy judges its own candidates
+
+
+def role_systems(cfg: FlywheelConfig, it: Iteration, base: str, candidate: str) -> dict[str, dict[str, System]]:
+    """role → mode → system evaluated. ``base`` acts and plans alone. ``candidate``'s planning is the system the
+    cycle would deploy: with ``cycle.planner="separate"`` the base policy judged by the refined model, else the
+    refined model alone; its direct mode is always the refined model's own policy (a diagnostic: with a separate
+    planner it is not deployed). ``champion``: the deployed pair at the start of the iteration."""
+    modes = ("direct", "planning") if cfg.eval.planning else ("direct",)
+    separate = cfg.cycle.planner == "separate"
+    out = {"base": {m: System(base) for m in modes},
+           "candidate": {m: System(base, candidate) if m == "planning" and separate else System(candidate)
+                         for m in modes}}
+    if it.champion is not None:
+        out["champion"] = {m: System(it.champion, it.champion_planner if m == "planning" else None) for m in modes}
+    return out
+
+
 @dataclass
 class EvalResult:
     """Closed-loop and offline results of every evaluated model (role → ...), on the same held-out set."""
 
-    roles: dict[str, str]  # role (candidate / base / champion) → model URI
+    roles: dict[str, str]  # role (candidate / base / champion) → URI of the model whose value / world model is scored
+    systems: dict[str, dict[str, System]] = field(default_factory=dict)  # role → mode → what acted
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # role → mode → policy_version in the lake
     closed_loop: dict[str, dict[str, ModeResult]] = field(default_factory=dict)  # role → mode → result
     offline: dict[str, OfflineScores] = field(default_factory=dict)  # role → scores
     heldout_episodes: int = 0
@@ -94,6 +119,7 @@ class PromoteResult:
     champion: str  # models:/NAME/VERSION after the decision
     mode: str
     seconds: float = 0.0
+    champion_planner: str | None = None  # its planning model after the decision (None: it judges itself)
 
 
 def _demo_ids(ws: Workspace, suite: str) -> list[str]:
@@ -201,34 +227,44 @@ def refine_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, model: Model
 
 
 def evaluate_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, base: ModelRef, candidate: ModelRef) -> EvalResult:
-    """Held-out closed-loop success (direct, and planning when ``eval.planning``) of the candidate, the model it was
-    refined from and the champion; then value AUC and world-model error of each on the same held-out episodes."""
+    """Held-out closed-loop success of the systems of :func:`role_systems` (direct, and planning when
+    ``eval.planning``), each distinct system once; then value AUC and world-model error of each role's judging model
+    (base, refined, the champion's planner) on the same held-out episodes."""
     import mlflow
 
     from tasks.evaluation import evaluate_closed_loop, heldout_episode_ids, heldout_expert_episodes, offline_scores
-    from tasks.rollouts import model_engine, resolve_checkpoint
+    from tasks.rollouts import model_engine, resolve_checkpoint, system_label
 
     t0 = time.perf_counter()
     suite = cycle_suite(cfg)
+    systems = role_systems(cfg, it, base.uri, candidate.uri)
     roles = {"candidate": candidate.uri, "base": base.uri}
     if it.champion is not None:
-        roles["champion"] = it.champion
-    result = EvalResult(roles)
-    modes = {"direct": False, "planning": True} if cfg.eval.planning else {"direct": False}
+        roles["champion"] = it.champion_planner or it.champion
+    result = EvalResult(roles, systems)
+    uris = set(roles.values()) | {u for modes in systems.values() for sy in modes.values()
+                                  for u in (sy.policy, sy.planner) if u}
     with _child(it, "evaluate"):
         heldout_expert_episodes(cfg, ws, suite, it.number)
-        resolved = {uri: resolve_checkpoint(uri, cfg, ws) for uri in sorted(set(roles.values()))}
-        by_uri: dict[str, dict[str, ModeResult]] = {}
-        engine = model_engine(cfg, ws, suite)  # one set of env workers for every model and mode
+        resolved = {uri: resolve_checkpoint(uri, cfg, ws) for uri in sorted(uris)}
+        done: dict[tuple[System, str], ModeResult] = {}
+        engine = model_engine(cfg, ws, suite)  # one set of env workers for every system and mode
         try:
-            for uri, model in resolved.items():
-                by_uri[uri] = {mode: evaluate_closed_loop(cfg, ws, suite, model, it.number, planning, engine)
-                               for mode, planning in modes.items()}
+            for modes in systems.values():
+                for mode, sy in modes.items():
+                    if (sy, mode) not in done:
+                        done[(sy, mode)] = evaluate_closed_loop(
+                            cfg, ws, suite, resolved[sy.policy], it.number, mode == "planning", engine,
+                            resolved[sy.planner] if sy.planner and mode == "planning" else None)
         finally:
             engine.shutdown()
         ids = heldout_episode_ids(ws, suite, it.number)
-        scores = {uri: offline_scores(cfg, ws, model, ids, seed=cfg.seed + it.number) for uri, model in resolved.items()}
-        result.closed_loop = {role: by_uri[uri] for role, uri in roles.items()}
+        scores = {uri: offline_scores(cfg, ws, resolved[uri], ids, seed=cfg.seed + it.number)
+                  for uri in sorted(set(roles.values()))}
+        result.closed_loop = {role: {m: done[(sy, m)] for m, sy in modes.items()} for role, modes in systems.items()}
+        result.labels = {role: {m: system_label(resolved[sy.policy], resolved[sy.planner] if sy.planner and
+                                                m == "planning" else None) for m, sy in modes.items()}
+                         for role, modes in systems.items()}
         result.offline = {role: scores[uri] for role, uri in roles.items()}
         result.heldout_episodes = len(ids)
         for role in roles:
@@ -236,42 +272,58 @@ def evaluate_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, base: Mode
                 mlflow.log_metric(f"{role}/success_rate_{mode}", r.rate)
             s = result.offline[role]
             mlflow.log_metrics({f"{role}/value_auc": s.value_auc, f"{role}/wm_mse": s.wm_mse})
+        mlflow.set_tags({f"system/{role}/{m}": label for role, modes in result.labels.items()
+                         for m, label in modes.items()})
         result.seconds = _log_duration("evaluate", t0)
     return result
 
 
 def promote_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, base: ModelRef, candidate: ModelRef,
                   evaluation: EvalResult) -> PromoteResult:
-    """Move ``champion`` to the candidate only if it beats the incumbent (the champion, or before the first
-    promotion the model it was refined from) by a one-sided Fisher exact test at ``cycle.promote_alpha``."""
+    """Deploy the candidate system only if it beats the incumbent (the champion system, or before the first
+    promotion the base model alone) by a one-sided Fisher exact test at ``cycle.promote_alpha``.
+
+    With ``cycle.planner="separate"`` the candidate system is (base policy, refined planner): promotion points
+    ``champion`` at the base and ``champion-planner`` at the refined model. With ``"same"`` ``champion`` points at
+    the refined model and ``champion-planner`` is removed."""
     import mlflow
 
     from tasks.evaluation import promotion_test
-    from tasks.registry import set_alias
+    from tasks.iteration import CHAMPION, CHAMPION_PLANNER
+    from tasks.registry import delete_alias, set_alias
     from tasks.runtime import mlflow_uri
 
     t0 = time.perf_counter()
     mode = cfg.cycle.promote_on if cfg.eval.planning else "direct"
+    separate = cfg.cycle.planner == "separate"
     incumbent_role = "champion" if it.champion is not None else "base"
     cand = evaluation.closed_loop["candidate"][mode]
     inc = evaluation.closed_loop[incumbent_role][mode]
     decision = promotion_test((cand.successes, cand.episodes), (inc.successes, inc.episodes), cfg.cycle.promote_alpha)
+    name = cfg.mlflow.model_name
     with _child(it, "promote"):
         uri = mlflow_uri(cfg, ws)
+        planner = it.champion_planner
         if decision.promote:
-            set_alias(cfg.mlflow.model_name, "champion", candidate.version, uri)
-            champion = candidate.uri
+            policy = base if separate else candidate
+            set_alias(name, CHAMPION, policy.version, uri)
+            champion, planner = policy.uri, candidate.uri if separate else None
+            if separate:
+                set_alias(name, CHAMPION_PLANNER, candidate.version, uri)
+            else:
+                delete_alias(name, CHAMPION_PLANNER, uri)
         elif it.champion is None:
-            set_alias(cfg.mlflow.model_name, "champion", base.version, uri)
+            set_alias(name, CHAMPION, base.version, uri)
             champion = base.uri
             decision.reason = f"first champion is the fine-tuned base model: candidate {decision.reason}"
         else:
             champion = it.champion
             decision.reason = f"champion stays: candidate {decision.reason}"
         mlflow.log_metrics({"p_value": decision.p_value, "promoted": float(decision.promote)})
-        mlflow.set_tags({"decision": decision.reason, "champion": champion, "mode": mode})
+        mlflow.set_tags({"decision": decision.reason, "champion": champion, "champion_planner": planner or "",
+                         "mode": mode})
         seconds = _log_duration("promote", t0)
-    return PromoteResult(decision, champion, mode, seconds)
+    return PromoteResult(decision, champion, mode, seconds, planner)
 
 
 def _token(value: Any) -> Any:

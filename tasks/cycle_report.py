@@ -120,7 +120,8 @@ def _markdown(it: Iteration, summary: dict[str, Any], run_url: str) -> str:
     return (f"# Flywheel iteration {it.number}\n\n"
             f"- MLflow parent run: [{it.parent_run_id}]({run_url})\n"
             f"- start model: `{summary['base']}`; candidate: `{summary['candidate']}`\n"
-            f"- decision: **{summary['decision']}** (champion now `{summary['champion']}`)\n"
+            f"- decision: **{summary['decision']}** (champion now `{summary['champion']}`"
+            f"{', planner `' + summary['champion_planner'] + '`' if summary.get('champion_planner') else ''})\n"
             f"- stage times: {times}\n\n| metric | value |\n|---|---|\n{rows}\n")
 
 
@@ -145,13 +146,16 @@ def report_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, demos: DemoR
                      tags=[RunTag(k, str(v)) for k, v in {
                          "flywheel.demo_digest": demos.digest, "flywheel.base_model": base.uri,
                          "flywheel.candidate": candidate.uri, "flywheel.champion": promotion.champion,
+                         "flywheel.champion_planner": promotion.champion_planner or "",
                          "flywheel.decision": promotion.decision.reason,
                          "flywheel.promoted": str(promotion.decision.promote).lower()}.items()])
     with tempfile.TemporaryDirectory() as tmp:
         for path in _plots(cfg, ws, it, evaluation, Path(tmp)):
             client.log_artifact(it.parent_run_id, str(path), "plots")
     summary = {"iteration": it.number, "parent_run_id": it.parent_run_id, "base": base.uri,
-               "candidate": candidate.uri, "champion": promotion.champion, "promoted": promotion.decision.promote,
+               "candidate": candidate.uri, "champion": promotion.champion,
+               "champion_planner": promotion.champion_planner, "promoted": promotion.decision.promote,
+               "systems": evaluation.labels,
                "decision": promotion.decision.reason, "p_value": promotion.decision.p_value,
                "rollouts": {"model": [rollouts.model_successes, rollouts.model_episodes],
                             "noisy_expert": [rollouts.expert_successes, rollouts.expert_episodes]},

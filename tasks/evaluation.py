@@ -27,7 +27,7 @@ from storage_schemas import LakeWriter, Source
 from storage_schemas.schemas import SCHEMA_VERSION
 from storage_schemas.stats import wilson_interval
 from tasks.registry import ResolvedModel
-from tasks.rollouts import RolloutSummary, run_model_rollouts, run_rollouts
+from tasks.rollouts import RolloutSummary, run_model_rollouts, run_rollouts, system_label
 
 
 @dataclass
@@ -81,12 +81,15 @@ def evaluation_rows(summary: RolloutSummary, policy_version: str, planning: bool
 
 
 def evaluate_closed_loop(cfg: FlywheelConfig, ws: Workspace, suite: str, model: ResolvedModel, iteration: int,
-                         planning: bool, engine: Any = None) -> ModeResult:
+                         planning: bool, engine: Any = None, planning_model: ResolvedModel | None = None) -> ModeResult:
     """Roll ``model`` out from the held-out init states (``eval.episodes_per_task`` per task), store the episodes
-    as ``source=eval`` and the per-task aggregates in the ``evaluations`` table. ``engine``: env workers to reuse."""
+    as ``source=eval`` and the per-task aggregates in the ``evaluations`` table. ``engine``: env workers to reuse;
+    ``planning_model``: a separate model judging the candidates when ``planning``."""
     summary = run_model_rollouts(cfg, ws, suite, model, cfg.eval.episodes_per_task, cfg.sim.tasks, iteration,
-                                 planning=planning, source=Source.EVAL, split="heldout", engine=engine)
-    LakeWriter(ws.lake).write_evaluations(evaluation_rows(summary, model.version_label, planning, iteration))
+                                 planning=planning, source=Source.EVAL, split="heldout", engine=engine,
+                                 planning_model=planning_model)
+    label = system_label(model, planning_model)
+    LakeWriter(ws.lake).write_evaluations(evaluation_rows(summary, label, planning, iteration))
     return ModeResult(planning, summary.episodes, summary.successes, summary.per_task)
 
 
@@ -204,16 +207,22 @@ def promotion_test(candidate: tuple[int, int], champion: tuple[int, int], alpha:
                     candidate, champion)
 
 
-def evaluate_model(cfg: FlywheelConfig, ws: Workspace, model: str, iteration: int = 0) -> dict[str, ModeResult]:
+def evaluate_model(cfg: FlywheelConfig, ws: Workspace, model: str, iteration: int = 0,
+                   planning_model: str | None = None) -> dict[str, ModeResult]:
     """Ad-hoc held-out evaluation of any model (folder or ``models:/`` URI): direct and, with ``eval.planning``,
-    best-of-N planning; episodes as ``source=eval``, aggregates in ``evaluations``."""
+    best-of-N planning (judged by ``planning_model`` when given); episodes as ``source=eval``, aggregates in
+    ``evaluations``."""
     from tasks.rollouts import model_engine, resolve_checkpoint
 
     resolved = resolve_checkpoint(model, cfg, ws)
+    judge = resolve_checkpoint(planning_model, cfg, ws) if planning_model else None
+    if judge is not None and not cfg.eval.planning:
+        raise ValueError("a planning model needs eval.planning=true")
     modes = {"direct": False, "planning": True} if cfg.eval.planning else {"direct": False}
     engine = model_engine(cfg, ws, cfg.sim.suites[0])
     try:
-        return {mode: evaluate_closed_loop(cfg, ws, cfg.sim.suites[0], resolved, iteration, planning, engine)
+        return {mode: evaluate_closed_loop(cfg, ws, cfg.sim.suites[0], resolved, iteration, planning, engine,
+                                           judge if planning else None)
                 for mode, planning in modes.items()}
     finally:
         engine.shutdown()

@@ -13,6 +13,8 @@ from flywheel.config import FlywheelConfig
 from flywheel.workspace import Workspace
 
 CYCLE_STAGE = "cycle"
+CHAMPION = "champion"  # alias of the deployed policy
+CHAMPION_PLANNER = "champion-planner"  # alias of its planning model (cycle.planner = "separate"); absent: none
 
 
 class CycleError(RuntimeError):
@@ -29,6 +31,7 @@ class Iteration:
     champion: str | None  # models:/NAME/VERSION of the champion at the start, None before the first promotion
     resumed: bool
     previous_demo_digest: str | None  # demo set the previous finished iteration saw
+    champion_planner: str | None = None  # models:/NAME/VERSION judging the champion's candidates; None: itself
 
     @property
     def key(self) -> str:
@@ -52,12 +55,12 @@ def cycle_suite(cfg: FlywheelConfig) -> str:
     return cfg.sim.suites[0]
 
 
-def champion_uri(cfg: FlywheelConfig, ws: Workspace) -> str | None:
-    """``models:/NAME/VERSION`` of the ``champion`` alias, or None when there is none yet."""
+def champion_uri(cfg: FlywheelConfig, ws: Workspace, alias: str = CHAMPION) -> str | None:
+    """``models:/NAME/VERSION`` of the ``champion`` alias (or another ``alias``), or None when there is none yet."""
     from mlflow.exceptions import MlflowException
 
     try:
-        version = _client(cfg, ws).get_model_version_by_alias(cfg.mlflow.model_name, "champion")
+        version = _client(cfg, ws).get_model_version_by_alias(cfg.mlflow.model_name, alias)
     except MlflowException:
         return None
     return f"models:/{cfg.mlflow.model_name}/{version.version}"
@@ -101,7 +104,8 @@ def begin_iteration(cfg: FlywheelConfig, ws: Workspace, demo_digest_tag: str = "
                                       "flywheel.key": f"cycle/{number}", "flywheel.profile": cfg.profile,
                                       "git_commit": git_commit()})
         resumed = False
-    return Iteration(number, run.info.run_id, experiment_id, champion, resumed, previous_digest)
+    planner = champion_uri(cfg, ws, CHAMPION_PLANNER) if champion is not None else None
+    return Iteration(number, run.info.run_id, experiment_id, champion, resumed, previous_digest, planner)
 
 
 def end_iteration(cfg: FlywheelConfig, ws: Workspace, it: Iteration, failed: bool = False) -> None:

@@ -229,6 +229,19 @@ def set_alias(model_name: str, alias: str, version: int, tracking_uri: str | Non
         model_name, alias, str(version))
 
 
+def delete_alias(model_name: str, alias: str, tracking_uri: str | None = None) -> None:
+    """Remove ``models:/NAME@ALIAS`` if it exists."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return
+    client.delete_registered_model_alias(model_name, alias)
+
+
 def log_and_register_model(run_id: str, checkpoint_dir: str | Path, model_name: str, alias: str | None = "candidate",
                            tracking_uri: str | None = None) -> RegisteredModel:
     """Log a checkpoint as a pyfunc model inside run ``run_id`` and register it as a new version of ``model_name``.

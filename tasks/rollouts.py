@@ -199,19 +199,21 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
 
 def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num_world_samples: int,
                        num_value_samples: int, seed: int = 0, vae_path: str | None = None, t5_path: str | None = None,
-                       sampler_steps: int | None = None):
+                       sampler_steps: int | None = None, planning_checkpoint: str | None = None):
     """Picklable policy factory (runs in the driver or in a policy actor); ``vae_path`` / ``t5_path``: the
     pretrained components found by :func:`tasks.registry.check_components`; ``sampler_steps``: solver steps of
-    every sampling chain (``eval.sampler_steps``; None keeps the checkpoint's)."""
+    every sampling chain (``eval.sampler_steps``; None keeps the checkpoint's); ``planning_checkpoint``: a separate
+    planning model (world model + value) judging the policy's candidates."""
     import torch
 
     from cosmos_policy.policy import CosmosPolicy
 
     torch.set_num_threads(1)  # the env workers own the other cores
-    policy = CosmosPolicy.from_checkpoint(checkpoint, seed=seed, vae_path=vae_path, t5_path=t5_path)
+    policy = CosmosPolicy.from_checkpoint(checkpoint, seed=seed, vae_path=vae_path, t5_path=t5_path,
+                                          planning_checkpoint=planning_checkpoint)
     if sampler_steps is not None:
-        model = policy.model
-        model.config = replace(model.config, sampler=replace(model.config.sampler, num_steps=sampler_steps))
+        for model in filter(None, (policy.model, policy.planning_model)):
+            model.config = replace(model.config, sampler=replace(model.config.sampler, num_steps=sampler_steps))
     if planning:
         policy = policy.with_planning(True, num_candidates=num_candidates, num_world_samples=num_world_samples,
                                       num_value_samples=num_value_samples)
@@ -232,12 +234,15 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
                        source: Source = Source.ROLLOUT, num_workers: int | None = None,
                        placement: str | None = None, on_episode: ProgressFn | None = None,
                        on_start: Callable[[int], None] | None = None, split: Split = "train",
-                       engine: RolloutEngine | None = None) -> RolloutSummary:
+                       engine: RolloutEngine | None = None,
+                       planning_model: str | ResolvedModel | None = None) -> RolloutSummary:
     """Roll a Cosmos Policy checkpoint out, batched across env workers; every episode goes to the lake.
 
     ``checkpoint`` is a local folder, a ``models:/`` URI or an already resolved model; its layout is checked
     against ``suite`` before any episode runs, and episodes record its version label (``NAME/vN`` or
-    ``sha-<digest>``), never a filesystem path. Episodes start from the ``split``'s init states (``heldout`` for
+    ``sha-<digest>``), never a filesystem path. With ``planning``, ``planning_model`` (same kinds of reference) is
+    a separate model whose world model and value judge the candidates; episodes then record
+    ``POLICY+planner:PLANNER`` (:func:`system_label`). Episodes start from the ``split``'s init states (``heldout`` for
     evaluation); those already in the lake are not run again. ``engine``: env workers to reuse (from
     :func:`model_engine`, e.g. for several evaluations in a row; the caller shuts it down), else started here.
     """
@@ -248,13 +253,24 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
     resolved = checkpoint if isinstance(checkpoint, ResolvedModel) else resolve_checkpoint(checkpoint, cfg, ws)
     check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size)
     components = check_components(resolved.path, **component_paths(cfg))
+    judge = None
+    if planning_model is not None:
+        if not planning:
+            raise ValueError("a planning model only acts with planning on (--planning)")
+        judge = (planning_model if isinstance(planning_model, ResolvedModel)
+                 else resolve_checkpoint(planning_model, cfg, ws))
+        check_layout(judge.path, suite, chunk_size=cfg.model.chunk_size)
+        check_components(judge.path, **component_paths(cfg))
+        if judge.version_label == resolved.version_label:
+            judge = None  # the model judges its own candidates
     own_engine = engine is None
     if engine is None:
         engine = model_engine(cfg, ws, suite, num_workers)
     stats, handle = None, None
     try:
         settings = inference_settings(cfg, planning)
-        reqs = [replace(r, policy_version=resolved.version_label, planning=planning, settings=settings)
+        label = system_label(resolved, judge)
+        reqs = [replace(r, policy_version=label, planning=planning, settings=settings)
                 for r in _task_requests(engine, cfg, suite, task_ids, episodes, split, iteration=iteration,
                                         source=source, policy="model", seed=cfg.seed + 1000 * iteration,
                                         image_every=cfg.model.chunk_size)]
@@ -267,7 +283,8 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
         if todo:
             factory = functools.partial(load_cosmos_policy, str(resolved.path), planning, cfg.eval.num_candidates,
                                         cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration,
-                                        sampler_steps=cfg.eval.sampler_steps, **components)
+                                        sampler_steps=cfg.eval.sampler_steps,
+                                        planning_checkpoint=str(judge.path) if judge else None, **components)
             handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
             stats = run_batched(engine, handle, todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
                                 gamma=cfg.model.gamma, on_episode=on_episode,
@@ -278,6 +295,14 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
         if own_engine:
             engine.shutdown()
     return _resumed_summary(ws, reqs, stats, suite, "model", source, iteration)
+
+
+def system_label(policy: ResolvedModel, planner: ResolvedModel | None) -> str:
+    """What episodes record as ``policy_version``: the policy's label, plus ``+planner:LABEL`` when a separate
+    planning model judged its candidates (``cosmos-policy/v1+planner:cosmos-policy/v2``)."""
+    if planner is None or planner.version_label == policy.version_label:
+        return policy.version_label
+    return f"{policy.version_label}+planner:{planner.version_label}"
 
 
 def inference_settings(cfg: FlywheelConfig, planning: bool) -> str:

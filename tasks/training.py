@@ -129,7 +129,9 @@ def prepare(cfg: FlywheelConfig, ws: Workspace, suite: str, init: str | None, mi
     selection = select_training_episodes(ws.lake, suite, mix, where, rollout_iterations)
     model, stats, label = _load_init(cfg, ws, suite, init)
     train_cfg = training_config(cfg, model.config.train, mix)
-    model.config = replace(model.config, train=train_cfg)
+    value_inputs = ((cfg.refine.value_inputs if mix == "refine" else None) or cfg.train.value_inputs
+                    or model.config.value_inputs)
+    model.config = replace(model.config, train=train_cfg, value_inputs=value_inputs)
     identity = {"suite": suite, "mix": mix, "init": label, "episodes": selection.digest,
                 "model": model.config.to_dict(), "num_workers": cfg.train.num_workers, "seed": cfg.train.seed}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""``flywheel model init``, ``latents`` and ``show``: starting checkpoints, the latent cache, what a model is."""
+"""``flywheel model init``, ``latents``, ``show`` and ``score``: starting checkpoints, the latent cache, what a model
+is, and how well its value head and world model do on recorded episodes."""
 
 from __future__ import annotations
 
@@ -78,6 +79,53 @@ def show(
             console.print(f"[bold]{key}[/bold]: {value}", highlight=False, soft_wrap=True)
 
 
+@model_app.command("score")
+@handle_errors
+def score(
+    models: Annotated[list[str], typer.Argument(help="Checkpoint folders or models:/ URIs, scored on the same "
+                                                     "episodes.")],
+    where: Annotated[str, typer.Option(help="SQL predicate over the episodes view choosing the episodes "
+                                            "(default: every held-out one).")] = "source = 'eval'",
+    seed: Annotated[int, typer.Option(help="Seed of the sampling chains.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    profile: ProfileOpt = "cpu", config: ConfigOpt = None, set_: SetOpt = None, home: HomeOpt = None,
+) -> None:
+    """Offline scores on recorded episodes: value-head ROC AUC (predicted value of the real next state vs the
+    episode's success), world-model future-latent MSE (all, failures) and the sampled-chunk action L1 on the clean
+    expert episodes among them. Every model sees the same episodes, steps and seeds."""
+    import json
+
+    from flywheel.episodes import select_episodes
+    from tasks.evaluation import offline_scores
+    from tasks.rollouts import resolve_checkpoint
+
+    cfg, ws = setup(profile, config, set_, home)
+    if not ws.lake.parts("episodes"):
+        raise UserError(f"the lake at {ws.lake.root} has no episodes")
+    ids = [str(x) for x in select_episodes(ws.lake, where).column("episode_id").to_pylist()]
+    if not ids:
+        raise UserError(f"no episode matches --where {where!r}")
+    rows = {}
+    for model in models:
+        resolved = resolve_checkpoint(model, cfg, ws)
+        s = offline_scores(cfg, ws, resolved, ids, seed=seed)
+        rows[resolved.version_label] = {"value_auc": s.value_auc, "wm_mse": s.wm_mse,
+                                        "wm_mse_failures": s.wm_mse_failures, "action_l1": s.action_l1,
+                                        "episodes": s.episodes, "successes": s.successes, "samples": s.samples}
+    if as_json:
+        print(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Offline scores on {len(ids)} episodes ({where})")
+    for col in ("model", "value AUC", "WM MSE", "WM MSE failures", "action L1", "episodes (successes)"):
+        table.add_column(col)
+    for label, r in rows.items():
+        table.add_row(label, f"{r['value_auc']:.3f}", f"{r['wm_mse']:.1f}", f"{r['wm_mse_failures']:.1f}",
+                      f"{r['action_l1']:.3f}", f"{r['episodes']} ({r['successes']})")
+    console.print(table)
+
+
 def _describe(cfg: Any, resolved: Any) -> dict[str, Any]:
     """A checkpoint's identity and contents, and whether this machine has the components it needs."""
     from cosmos_policy.checkpoint_io import read_metadata
@@ -99,5 +147,5 @@ def _describe(cfg: Any, resolved: Any) -> dict[str, Any]:
             "backbone": {k: model_cfg["backbone"][k] for k in ("num_layers", "num_attention_heads",
                                                                  "attention_head_dim", "text_embed_dim")
                          if k in model_cfg["backbone"]},
-            "components": comps, "train": train,
+            "value inputs": model_cfg.get("value_inputs", "state_action_future"), "components": comps, "train": train,
             "extra": {k: v for k, v in extra.items() if not isinstance(v, dict | list)}}

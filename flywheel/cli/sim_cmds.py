@@ -95,6 +95,9 @@ def rollout(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids (default: profile's sim.tasks, else all).")] = None,
     iteration: Annotated[int, typer.Option(help="Flywheel iteration the episodes belong to.")] = 0,
     planning: Annotated[bool, typer.Option(help="Best-of-N planning (model policies only).")] = False,
+    planning_model: Annotated[str | None, typer.Option(
+        help="With --planning: a separate model (folder or models:/ URI, e.g. the 90/10-refined one) whose world "
+             "model and value judge the policy's candidates. Default: the policy judges its own.")] = None,
     workers: Annotated[int | None, typer.Option(help="Ray env workers (default: rollout.num_workers).")] = None,
     heldout: Annotated[bool, typer.Option(help="Evaluation: start from the held-out init states "
                                                "(sim.heldout_init_states) and store episodes as source=eval, "
@@ -106,7 +109,7 @@ def rollout(
     Model episodes record the model's version: NAME/vN for a registered model, sha-<digest> for a folder.
     """
     from tasks.registry import RegistryError, check_layout
-    from tasks.rollouts import BEHAVIOURS, resolve_checkpoint, run_model_rollouts, run_rollouts
+    from tasks.rollouts import BEHAVIOURS, resolve_checkpoint, run_model_rollouts, run_rollouts, system_label
 
     _check_suite(suite)
     if episodes < 1:
@@ -114,6 +117,8 @@ def rollout(
     kind = policy.replace("-", "_")
     if kind in BEHAVIOURS and planning:
         raise UserError("--planning needs a model policy (a checkpoint folder or models:/ URI)")
+    if planning_model and not planning:
+        raise UserError("--planning-model judges candidates only when planning: add --planning")
     cfg, ws = setup(profile, config, set_, home)
     from storage_schemas import Source
 
@@ -130,6 +135,14 @@ def rollout(
             hint = "" if ":/" in policy else "expected expert, noisy-expert, random, a checkpoint folder or models:/...; "
             raise UserError(f"--policy: {hint}{exc}") from None
         check_layout(model.path, suite, chunk_size=cfg.model.chunk_size)  # before Ray starts
-        summary = _run_with_progress("rollout", run_model_rollouts, checkpoint=model, planning=planning, **common)
-        label = model.version_label
+        judge = None
+        if planning_model:
+            try:
+                judge = resolve_checkpoint(planning_model, cfg, ws)
+            except RegistryError as exc:
+                raise UserError(f"--planning-model: {exc}") from None
+            check_layout(judge.path, suite, chunk_size=cfg.model.chunk_size)
+        summary = _run_with_progress("rollout", run_model_rollouts, checkpoint=model, planning=planning,
+                                     planning_model=judge, **common)
+        label = system_label(model, judge)
     _print_summary(summary, f"Rollouts of {label} on {suite} (iteration {iteration})")

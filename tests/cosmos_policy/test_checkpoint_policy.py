@@ -78,6 +78,27 @@ def test_policy_act_direct_and_planning(checkpoint, stats):
                    ["task 0"])
 
 
+def test_policy_plans_with_a_separate_planning_checkpoint(tmp_path, checkpoint, tiny_config, stats):
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.normalization import MinMax, NormalizationStats
+
+    torch.manual_seed(2)
+    judge_dir = save_checkpoint(tmp_path / "judge", CosmosPolicyModel(tiny_config), stats)
+    obs = _observations(2, np.random.default_rng(0))
+    kw = dict(planning=True, planner=PlannerConfig(num_candidates=3, num_world_samples=1, num_value_samples=2))
+    alone = CosmosPolicy.from_checkpoint(checkpoint, **kw)
+    paired = CosmosPolicy.from_checkpoint(checkpoint, planning_checkpoint=judge_dir, **kw)
+    alone.act(obs, ["task 0", "task 1"])
+    paired.act(obs, ["task 0", "task 1"])
+    assert torch.equal(paired.last_plan.candidates, alone.last_plan.candidates)
+    assert not torch.allclose(paired.last_plan.values, alone.last_plan.values)
+    assert paired.with_planning(True, num_candidates=2).planning_model is paired.planning_model
+    shifted = NormalizationStats(stats.proprio, MinMax(stats.action.min - 1, stats.action.max))
+    other_dir = save_checkpoint(tmp_path / "other-stats", CosmosPolicyModel(tiny_config), shifted)
+    with pytest.raises(ValueError, match="normalisation statistics differs"):
+        CosmosPolicy.from_checkpoint(checkpoint, planning_checkpoint=other_dir, **kw)
+
+
 def test_model_package_imports_no_simulator_or_orchestration():
     """``cosmos_policy`` stands alone: importing all of it pulls in neither sims nor flywheel, Ray, Prefect, MLflow."""
     import subprocess

@@ -74,3 +74,52 @@ def test_direct_modes(tiny_model, current):
     assert torch.allclose(tiny_model.extract_action(ar), tiny_model.extract_action(par).clamp(-1, 1), atol=1e-5)
     with pytest.raises(ValueError, match="mode"):
         sample_chain(tiny_model, latents, text, seeds, "beam")
+
+
+def test_a_separate_planning_model_judges_the_policy_candidates(tiny_model, tiny_config, current):
+    """The reference's planning: the policy proposes, another (refined) model predicts futures and values."""
+    from cosmos_policy.latent_layout import libero_layout
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+
+    latents, text = current
+    cfg = replace(tiny_model.config.planner, num_candidates=3, num_world_samples=2, num_value_samples=2)
+    torch.manual_seed(1)
+    judge = CosmosPolicyModel(tiny_config).eval()
+    alone = plan(tiny_model, latents, text, cfg, seed=5)
+    paired = plan(tiny_model, latents, text, cfg, seed=5, planning_model=judge)
+    judged_by_itself = plan(judge, latents, text, cfg, seed=5)
+    assert torch.equal(paired.candidates, alone.candidates)  # proposals: the policy's, same seeds
+    assert not torch.allclose(paired.values, alone.values)  # judged by the other model
+    assert not torch.allclose(paired.candidates, judged_by_itself.candidates)
+    assert paired.num_forward_calls == alone.num_forward_calls == 3 * (tiny_model.config.sampler.num_steps + 1)
+    other = CosmosPolicyModel(replace(tiny_config, layout=libero_layout(chunk_size=8)))
+    with pytest.raises(ValueError, match="latent layout differs"):
+        plan(tiny_model, latents, text, cfg, planning_model=other)
+
+
+def test_value_of_the_future_state_alone(tiny_model, current):
+    """V(s′) (``value_inputs="future"``): the value ignores the current state and action, in sampling and in the loss;
+    V(s, a, s′) (default) does not."""
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.samples import TrainingBatch
+    from cosmos_policy.train_step import compute_loss
+
+    latents, text = current
+    lay = tiny_model.layout
+    v_sprime = CosmosPolicyModel(replace(tiny_model.config, value_inputs="future")).eval()
+    v_sprime.load_state_dict(tiny_model.state_dict())
+    other = latents.clone()
+    changed = [i for i in lay.current_indices if lay.slots[i].kind != "blank"] + [lay.action_index]
+    other[:, :, changed] = torch.randn_like(other[:, :, changed])
+    mask = tiny_model.condition_masks("value", len(latents))
+    noise = seeded_noise(latents.shape[1:], [1, 2])
+    for model, ignores in ((v_sprime, True), (tiny_model, False)):
+        a, b = model.generate(latents, mask, text, noise), model.generate(other, mask, text, noise)
+        assert torch.allclose(model.extract_value(a), model.extract_value(b), atol=1e-6) is ignores
+        assert torch.equal(a[:, :, changed], latents[:, :, changed])  # the given frames come back as given
+    batch = lambda x: TrainingBatch(x, mask.cpu(), torch.full((len(x),), 2), torch.zeros(len(x), 16, 7),  # noqa: E731
+                                    torch.zeros(len(x)), ["t"] * len(x), text)
+    losses = [compute_loss(v_sprime, batch(x), torch.Generator().manual_seed(0))[0] for x in (latents, other)]
+    assert torch.allclose(losses[0], losses[1])
+    with pytest.raises(ValueError, match="value_inputs"):
+        replace(tiny_model.config, value_inputs="past")

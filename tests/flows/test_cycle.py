@@ -83,6 +83,10 @@ def test_two_cycles_with_a_crash_during_rollouts(tmp_path):
     assert _sql(home, "SELECT max(init_state_index) FROM episodes WHERE source <> 'eval'")[0][0] < TRAIN_INIT_STATES
     evals = _sql(home, "SELECT iteration, planning, count(*) FROM evaluations GROUP BY ALL ORDER BY ALL")
     assert {(i, p) for i, p, _ in evals} == {(1, False), (1, True), (2, False), (2, True)}
+    # planning after refinement: the base policy judged by the refined planning model (cycle.planner=separate)
+    pairs = _sql(home, "SELECT DISTINCT policy_version FROM evaluations WHERE planning AND iteration = 1 "
+                       "AND policy_version LIKE '%+planner:%'")
+    assert len(pairs) == 1 and pairs[0][0].endswith("/v2"), pairs
 
     # MLflow: one parent run per iteration, child runs per stage, metrics and a decision each
     from mlflow.tracking import MlflowClient

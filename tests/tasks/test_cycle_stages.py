@@ -8,10 +8,10 @@ import pytest
 
 from flywheel.config import load_config
 from flywheel.workspace import Workspace
-from tasks.cycle import DemoResult, EvalResult, ModelRef, RolloutResult, promote_stage
+from tasks.cycle import DemoResult, EvalResult, ModelRef, RolloutResult, System, promote_stage, role_systems
 from tasks.cycle_report import report_stage
 from tasks.evaluation import ModeResult, OfflineScores
-from tasks.iteration import begin_iteration, champion_uri
+from tasks.iteration import CHAMPION_PLANNER, Iteration, begin_iteration, champion_uri
 
 
 @pytest.fixture
@@ -86,11 +86,44 @@ def test_iterations_promotion_and_report(world):
     ev2 = _eval({"candidate": cand2.uri, "base": base.uri, "champion": base.uri},
                 {"candidate": (15, 18), "base": (5, 5), "champion": (5, 5)})
     promo2 = promote_stage(cfg, ws, it2, base, cand2, ev2)
-    assert promo2.decision.promote and promo2.champion == cand2.uri and champion_uri(cfg, ws) == cand2.uri
+    # cycle.planner = "separate" (default): the deployed system is the base policy judged by the refined model
+    assert promo2.decision.promote and promo2.champion == base.uri and promo2.champion_planner == cand2.uri
+    assert champion_uri(cfg, ws) == base.uri and champion_uri(cfg, ws, CHAMPION_PLANNER) == cand2.uri
+    summary2 = report_stage(cfg, ws, it2, demos, base, rollouts, cand2, ev2, promo2)
+    assert summary2["champion_planner"] == cand2.uri
+    assert client.get_run(it2.parent_run_id).data.tags["flywheel.champion_planner"] == cand2.uri
+
+    # the next iteration sees the pair; with cycle.planner = "same" a promoted candidate replaces both
+    it3 = begin_iteration(cfg, ws)
+    assert (it3.champion, it3.champion_planner) == (base.uri, cand2.uri)
+    same = cfg.model_copy(update={"cycle": cfg.cycle.model_copy(update={"planner": "same"})})
+    (v4,) = _versions(client, 1)
+    cand3 = _ref(v4)
+    ev3 = _eval({"candidate": cand3.uri, "base": base.uri, "champion": cand2.uri},
+                {"candidate": (15, 18), "base": (5, 5), "champion": (5, 5)})
+    promo3 = promote_stage(same, ws, it3, base, cand3, ev3)
+    assert promo3.champion == cand3.uri and promo3.champion_planner is None
+    assert champion_uri(cfg, ws) == cand3.uri and champion_uri(cfg, ws, CHAMPION_PLANNER) is None
 
     # an iteration that never finished (killed) is reopened, not skipped
     resumed = begin_iteration(cfg, ws)
-    assert (resumed.number, resumed.parent_run_id, resumed.resumed) == (2, it2.parent_run_id, True)
+    assert (resumed.number, resumed.parent_run_id, resumed.resumed) == (3, it3.parent_run_id, True)
+
+
+def test_role_systems_pair_the_base_policy_with_the_refined_planner(world):
+    cfg, _, _ = world
+    it = Iteration(2, "run", "exp", "models:/m/1", False, None, "models:/m/2")
+    systems = role_systems(cfg, it, "models:/m/1", "models:/m/3")
+    assert systems["candidate"] == {"direct": System("models:/m/3"), "planning": System("models:/m/1", "models:/m/3")}
+    assert systems["base"]["planning"] == System("models:/m/1")
+    assert systems["champion"] == {"direct": System("models:/m/1"), "planning": System("models:/m/1", "models:/m/2")}
+    same = cfg.model_copy(update={"cycle": cfg.cycle.model_copy(update={"planner": "same"})})
+    assert role_systems(same, it, "models:/m/1", "models:/m/3")["candidate"]["planning"] == System("models:/m/3")
+    with pytest.raises(ValueError, match="promote on planning"):
+        load_config("smoke", overrides=["cycle.promote_on=direct"])
+    with pytest.raises(ValueError, match="eval.planning=true"):
+        load_config("smoke", overrides=["eval.planning=false"])
+    assert load_config("smoke", overrides=["eval.planning=false", "cycle.planner=same"]).eval.planning is False
 
 
 def test_stage_cache_keys_follow_inputs_not_timings(world):

@@ -95,3 +95,29 @@ def test_rollout_policy_factory_applies_eval_sampler_steps_and_planning(tmp_path
     assert policy.model.config.sampler.num_steps == 2 and policy.planning
     assert (policy.planner.num_candidates, policy.planner.num_world_samples, policy.planner.num_value_samples) == (3, 1, 2)
     assert load_cosmos_policy(ckpt, False, 3, 1, 2).model.config.sampler.num_steps == 5  # the checkpoint's own
+    paired = load_cosmos_policy(ckpt, True, 3, 1, 2, sampler_steps=2, planning_checkpoint=ckpt)
+    assert paired.planning_model is not None and paired.planning_model.config.sampler.num_steps == 2
+
+
+def test_model_score_cli_scores_models_on_the_same_episodes(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flywheel.cli.app import app
+    from flywheel.workspace import Workspace
+    from tests.fixtures.checkpoints import make_tiny_checkpoint
+    from tests.fixtures.lake import write_synthetic_episodes
+
+    home = tmp_path / "home"
+    ws = Workspace(home).ensure()
+    write_synthetic_episodes(ws.lake.root, demos=1, successes=2, failures=2, length=40)
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    common = ["--profile", "smoke", "--home", str(home), "--set", "cycle.value_steps_per_episode=2"]
+    res = CliRunner().invoke(app, ["model", "score", str(ckpt), "--where", "source <> 'demo'", "--json", *common])
+    assert res.exit_code == 0, res.output
+    (scores,) = json.loads(res.output.strip().splitlines()[-1]).values()
+    assert (scores["episodes"], scores["successes"], scores["samples"]) == (4, 2, 8)
+    assert 0 <= scores["value_auc"] <= 1
+    res = CliRunner().invoke(app, ["model", "score", str(ckpt), "--where", "source = 'nope'", *common])
+    assert res.exit_code != 0 and "no episode matches" in res.output
