@@ -53,10 +53,12 @@ def test_inference_settings_make_different_model_episodes():
         return replace(EpisodeRequest("libero_object", 0, 40, 7, policy="model", policy_version="m/v1",
                                       planning=planning), settings=inference_settings(cfg, planning))
 
-    base = req([])
-    assert base.settings == "k16.s5"
-    assert req(["model.execute_actions=16"]).episode_id == base.episode_id  # same behaviour, same id
-    variants = [req(["model.execute_actions=8"]), req(["eval.sampler_steps=4"]), req([], planning=True),
-                req(["eval.num_candidates=2"], planning=True)]
+    base = req(["model.execute_actions=16"])
+    assert base.settings == "k16.s4"
+    assert req(["model.execute_actions=null"]).episode_id == base.episode_id  # same behaviour, same id
+    variants = [req([]), req(["model.execute_actions=16", "eval.sampler_steps=5"]),
+                req(["model.execute_actions=16"], planning=True),
+                req(["model.execute_actions=16", "eval.num_candidates=2"], planning=True)]
+    assert variants[0].settings == "k8.s4"  # the cpu profile re-queries after 8 actions
     assert len({base.episode_id, *(r.episode_id for r in variants)}) == 5
-    assert variants[2].settings == "k16.s5.N8W3V5"
+    assert variants[2].settings == "k16.s4.N8W3V5"
