@@ -156,7 +156,6 @@ class CycleConfig(_Section):
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
 
-
     @model_validator(mode="after")
     def _separate_planner_is_judged_by_planning(self) -> CycleConfig:
         if self.planner == "separate" and self.promote_on == "direct":

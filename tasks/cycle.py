@@ -248,22 +248,24 @@ def evaluate_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, base: Mode
         heldout_expert_episodes(cfg, ws, suite, it.number)
         resolved = {uri: resolve_checkpoint(uri, cfg, ws) for uri in sorted(uris)}
         done: dict[tuple[System, str], ModeResult] = {}
+
+        def judge(sy: System):  # role_systems gives a planner to planning modes only
+            return resolved[sy.planner] if sy.planner else None
+
         engine = model_engine(cfg, ws, suite)  # one set of env workers for every system and mode
         try:
             for modes in systems.values():
                 for mode, sy in modes.items():
                     if (sy, mode) not in done:
-                        done[(sy, mode)] = evaluate_closed_loop(
-                            cfg, ws, suite, resolved[sy.policy], it.number, mode == "planning", engine,
-                            resolved[sy.planner] if sy.planner and mode == "planning" else None)
+                        done[(sy, mode)] = evaluate_closed_loop(cfg, ws, suite, resolved[sy.policy], it.number,
+                                                                mode == "planning", engine, judge(sy))
         finally:
             engine.shutdown()
         ids = heldout_episode_ids(ws, suite, it.number)
         scores = {uri: offline_scores(cfg, ws, resolved[uri], ids, seed=cfg.seed + it.number)
                   for uri in sorted(set(roles.values()))}
         result.closed_loop = {role: {m: done[(sy, m)] for m, sy in modes.items()} for role, modes in systems.items()}
-        result.labels = {role: {m: system_label(resolved[sy.policy], resolved[sy.planner] if sy.planner and
-                                                m == "planning" else None) for m, sy in modes.items()}
+        result.labels = {role: {m: system_label(resolved[sy.policy], judge(sy)) for m, sy in modes.items()}
                          for role, modes in systems.items()}
         result.offline = {role: scores[uri] for role, uri in roles.items()}
         result.heldout_episodes = len(ids)
