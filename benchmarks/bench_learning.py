@@ -10,8 +10,10 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
 3. rollouts with both outcomes (the model + the noisy expert) on train init states, then the 90/10 refinement;
 4. held-out evaluation, on the same held-out init states and seeds: the base model direct and planning with
    itself; after refinement, planning = the base policy judged by the refined planning model (the reference's
-   pairing, ``cycle.planner=separate``; ``same``: the refined model alone) and direct = the refined model's own
-   policy (a diagnostic) (``eval.episodes_per_task``: 20 with ``--quick``, else 10), plus value-head ROC AUC and
+   pairing, ``cycle.planner=separate``; ``same``: the refined model alone) and direct = the deployed policy, i.e.
+   the base's own with a separate planner (the same episodes as ``success_direct``; ``--set
+   cycle.refined_policy_diagnostic=true`` evaluates the refined model's own sampling instead)
+   (``eval.episodes_per_task``: 20 with ``--quick``, else 10), plus value-head ROC AUC and
    world-model error on held-out rollouts and the sampled-chunk action L1 on held-out clean demos.
 
 Success rates come with Wilson 95% intervals from the lake's ``evaluations`` table. The settings used are printed

@@ -30,6 +30,9 @@ class SimConfig(_Section):
     suites: list[str] = Field(default_factory=lambda: ["libero_object"])
     tasks: list[int] | None = None  # None = every task of the suite
     image_size: int = Field(64, ge=16, le=512)
+    # Render as robosuite does (4x multisampling, the LIBERO datasets' look). False: one sample per pixel, about half
+    # the cost of a frame in Mesa's software rasteriser (no GPU). Demos and evaluation of a workspace must agree.
+    antialias: bool = True
     # The last k init states of every task are held out: demos and training rollouts never start there, evaluation
     # always does (LIBERO ships 50 per task: 0-39 train, 40-49 held out by default).
     heldout_init_states: int = Field(10, ge=1)
@@ -153,6 +156,9 @@ class CycleConfig(_Section):
     # judge the candidates of the policy it was refined from; the deployed system is the pair (aliases `champion`
     # and `champion-planner`). "same": it replaces the policy (acts and plans alone).
     planner: Literal["separate", "same"] = "separate"
+    # With a separate planner the candidate's direct mode is the base policy (the same system as the base's, evaluated
+    # once). True also evaluates the refined model's own direct sampling (not deployed; 40 more episodes on cpu).
+    refined_policy_diagnostic: bool = False
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
 
@@ -205,7 +211,7 @@ class FlywheelConfig(_Section):
 PROFILES: dict[str, dict[str, Any]] = {
     # Tests: minutes on 2 cores.
     "smoke": {
-        "sim": {"suites": ["libero_object"], "tasks": [0], "image_size": 32},
+        "sim": {"suites": ["libero_object"], "tasks": [0], "image_size": 32, "antialias": False},
         "demos": {"per_task": 2, "image_every": 8},
         "train": {"steps": 6, "batch_size": 4, "warmup_steps": 0, "report_every": 2, "checkpoint_every": 3},
         "refine": {"steps": 4},
@@ -215,7 +221,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # A meaningful cycle on a 2-core CPU (tens of minutes).
     "cpu": {
-        "sim": {"suites": ["libero_object"], "tasks": [0, 1], "image_size": 64},
+        "sim": {"suites": ["libero_object"], "tasks": [0, 1], "image_size": 64, "antialias": False},
         "demos": {"per_task": 10, "image_every": 4},
         # Re-query after 8 of the 16 actions: held-out 12/40 vs 8/40 for the whole chunk, same model and seeds.
         "model": {"execute_actions": 8},

@@ -80,6 +80,7 @@ class RoboCasaEnv(RobosuiteCameras):
         max_steps: episode step limit (default 500).
         settle_steps: no-op steps after reset (not counted).
         cache_dir: fixture mode only: where generated textures/asset links go.
+        antialias: render as robosuite does (4x multisampling); see :class:`sims.sim_state.RobosuiteCameras`.
     """
 
     camera_names: tuple[str, ...] = tuple(ROBOCASA_CAMERAS)
@@ -95,11 +96,13 @@ class RoboCasaEnv(RobosuiteCameras):
         max_steps: int = 500,
         settle_steps: int = 10,
         cache_dir: str | None = None,
+        antialias: bool = True,
     ) -> None:
         if not suite.startswith("robocasa_") or suite == "robocasa_":
             raise ValueError(f"not a RoboCasa suite: {suite!r} (use robocasa_<TaskName> or {FIXTURE_SUITE})")
         self.suite = suite
         self.image_size = int(image_size)
+        self.antialias = bool(antialias)
         self.max_steps = int(max_steps)
         self.settle_steps = int(settle_steps)
         self.fixture_mode = suite == FIXTURE_SUITE

@@ -28,18 +28,46 @@ def render_at_state(
 class RobosuiteCameras:
     """Mixin for adapters over a robosuite env held in ``self._env``: on-demand upright renders and rewinds.
 
-    The adapter sets ``self.image_size`` and a ``_cameras`` mapping (our camera name -> robosuite camera).
+    The adapter sets ``self.image_size``, ``self.antialias`` and a ``_cameras`` mapping (our camera name ->
+    robosuite camera).
+
+    ``antialias=True`` renders as robosuite does (4x multisampling in a 640x480 offscreen buffer, the look of the
+    LIBERO datasets). ``antialias=False`` renders without multisampling into an ``image_size`` buffer: on a machine
+    without a GPU (Mesa's software rasteriser) a 64 px LIBERO frame then costs about half as much
+    (``benchmarks/bench_render.py``), with slightly harder edges. Demos and evaluation must use the same setting.
     """
 
     _env: Any
     _cameras: Mapping[str, str]
     image_size: int
+    antialias: bool = True
+    _robosuite_offscreen: tuple[int, int, int] | None = None  # (samples, width, height) robosuite chose
+
+    def _configure_offscreen(self, sim: Any) -> None:
+        """Match robosuite's offscreen context to ``antialias`` (checked on every render: robosuite may build a
+        new context on a hard reset). Without antialiasing: one sample per pixel in an ``image_size`` buffer; with
+        it, the settings robosuite built the context with (remembered when first seen)."""
+        ctx = getattr(sim, "_render_context_offscreen", None)
+        if ctx is None:
+            return
+        con = ctx.con
+        now = (con.offSamples, con.offWidth, con.offHeight)
+        if self._robosuite_offscreen is None:
+            self._robosuite_offscreen = now
+        want = self._robosuite_offscreen if self.antialias else (0, self.image_size, self.image_size)
+        if now == want:
+            return
+        sim.model.vis.quality.offsamples = want[0]
+        if now[1:] == want[1:]:
+            ctx.update_offscreen_size(want[1], want[2] + 1)  # only a new size rebuilds robosuite's context
+        ctx.update_offscreen_size(want[1], want[2])
 
     def render(self) -> dict[str, np.ndarray]:
         """Render every camera now: ``name -> (H, W, 3)`` uint8, upright."""
         if self._env is None:
             raise RuntimeError("no scene built yet: call reset() first")
         sim, s = self._env.sim, self.image_size
+        self._configure_offscreen(sim)
         return {name: np.ascontiguousarray(sim.render(camera_name=cam, width=s, height=s)[::-1])
                 for name, cam in self._cameras.items()}
 

@@ -86,15 +86,16 @@ class System:
 
 
 def role_systems(cfg: FlywheelConfig, it: Iteration, base: str, candidate: str) -> dict[str, dict[str, System]]:
-    """role → mode → system evaluated. ``base`` acts and plans alone. ``candidate``'s planning is the system the
-    cycle would deploy: with ``cycle.planner="separate"`` the base policy judged by the refined model, else the
-    refined model alone; its direct mode is always the refined model's own policy (a diagnostic: with a separate
-    planner it is not deployed). ``champion``: the deployed pair at the start of the iteration."""
+    """role → mode → system evaluated. ``base`` acts and plans alone. ``candidate`` is the system the cycle would
+    deploy: with ``cycle.planner="separate"`` the base policy, judged by the refined model when planning (its direct
+    mode is then the base's own; ``cycle.refined_policy_diagnostic`` evaluates the refined model's own sampling
+    there instead, a diagnostic that is not deployed), else the refined model alone. ``champion``: the deployed pair
+    at the start of the iteration."""
     modes = ("direct", "planning") if cfg.eval.planning else ("direct",)
     separate = cfg.cycle.planner == "separate"
+    own = System(base) if separate and not cfg.cycle.refined_policy_diagnostic else System(candidate)
     out = {"base": {m: System(base) for m in modes},
-           "candidate": {m: System(base, candidate) if m == "planning" and separate else System(candidate)
-                         for m in modes}}
+           "candidate": {m: System(base, candidate) if m == "planning" and separate else own for m in modes}}
     if it.champion is not None:
         out["champion"] = {m: System(it.champion, it.champion_planner if m == "planning" else None) for m in modes}
     return out

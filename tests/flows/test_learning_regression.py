@@ -36,7 +36,9 @@ OVERRIDES = ["sim.tasks=[1]", "demos.per_task=20", "demos.image_every=4", f"trai
              f"train.checkpoint_every={STEPS}", "train.report_every=100", "rollout.num_workers=2",
              # the inference settings the floor was measured with (the cpu profile now re-queries after 8 actions
              # with 4 solver steps; re-measure before moving to them)
-             "model.execute_actions=16", "eval.sampler_steps=5"]
+             "model.execute_actions=16", "eval.sampler_steps=5",
+             # and the rendering (the cpu profile now renders without antialiasing; the cached demos have it)
+             "sim.antialias=true"]
 
 
 def _cli(home: Path, *args: str) -> str:

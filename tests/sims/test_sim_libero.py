@@ -37,6 +37,29 @@ def test_libero_reset_step_shapes_and_upright_image(object_env) -> None:
     assert spec.max_steps == 280 and spec.num_init_states == 50 and "alphabet soup" in spec.instruction
 
 
+def test_rendering_without_antialiasing_is_the_same_scene_and_switches_back(object_env) -> None:
+    """``antialias=False``: one sample per pixel in an image-sized buffer; same scene within a few grey levels;
+    switching back restores robosuite's own context (4x multisampling, 640x480)."""
+    object_env.reset(0, 0, seed=0)
+    ctx = object_env._env.sim._render_context_offscreen
+    try:
+        with_aa = object_env.render()
+        assert ctx.con.offSamples > 0
+        object_env.antialias = False
+        plain = object_env.render()
+        assert (ctx.con.offSamples, ctx.con.offWidth, ctx.con.offHeight) == (0, 64, 64)
+        for cam, img in plain.items():
+            assert img.shape == (64, 64, 3)
+            diff = np.abs(img.astype(float) - with_aa[cam].astype(float))
+            assert 0 < diff.mean() < 12, cam  # edges differ, the scene does not
+        object_env.antialias = True
+        again = object_env.render()
+        assert (ctx.con.offSamples, ctx.con.offWidth, ctx.con.offHeight) == (4, 640, 480)
+        assert all(np.array_equal(again[c], with_aa[c]) for c in again)
+    finally:
+        object_env.antialias = True
+
+
 def test_task_counts_match_libero() -> None:
     from sims.libero_runtime import LIBERO_NUM_TASKS, num_tasks
 

@@ -114,7 +114,9 @@ def test_role_systems_pair_the_base_policy_with_the_refined_planner(world):
     cfg, _, _ = world
     it = Iteration(2, "run", "exp", "models:/m/1", False, None, "models:/m/2")
     systems = role_systems(cfg, it, "models:/m/1", "models:/m/3")
-    assert systems["candidate"] == {"direct": System("models:/m/3"), "planning": System("models:/m/1", "models:/m/3")}
+    assert systems["candidate"] == {"direct": System("models:/m/1"), "planning": System("models:/m/1", "models:/m/3")}
+    diag = cfg.model_copy(update={"cycle": cfg.cycle.model_copy(update={"refined_policy_diagnostic": True})})
+    assert role_systems(diag, it, "models:/m/1", "models:/m/3")["candidate"]["direct"] == System("models:/m/3")
     assert systems["base"]["planning"] == System("models:/m/1")
     assert systems["champion"] == {"direct": System("models:/m/1"), "planning": System("models:/m/1", "models:/m/2")}
     same = cfg.model_copy(update={"cycle": cfg.cycle.model_copy(update={"planner": "same"})})
