@@ -2,12 +2,13 @@
 
 One LIBERO environment (one GL context per process), switched between rendering as robosuite does (4x
 multisampling in a 640x480 offscreen buffer) and ``antialias=False`` (one sample per pixel, an ``image_size``
-buffer); each run renders both cameras through the adapter's real ``render()``, same state. Runs alternate A B B A and repeat; the ratio is the
-median frame time with antialiasing over the median without. Also printed: the physics cost of one ``step`` without
-rendering (for scale) and the mean absolute pixel difference between the two renders of the same state.
+buffer); each run renders both cameras through the adapter's real ``render()``, same state. Runs alternate
+A B B A and repeat; the ratio is the median frame time with antialiasing over the median without. Also printed:
+the physics cost of one ``step`` without rendering (for scale) and the mean absolute pixel difference between the
+two renders of the same state.
 
 On a machine without a GPU, MuJoCo renders through Mesa's software rasteriser (llvmpipe), and a LIBERO scene holds
-~840k visual mesh vertices, so a frame costs tens of milliseconds: rendering, not physics, bounds the rollouts.
+~840k visual mesh vertices, so one frame costs several physics steps.
 
 Usage: ``python benchmarks/bench_render.py [--quick] [--size 64] [--suite libero_object]``; the last stdout line
 is JSON.
