@@ -1,9 +1,12 @@
-"""Rollout engine benchmark: overhead vs a bare environment loop, and 2-worker vs 1-worker scaling.
+"""Rollout engine benchmark: overhead vs a bare environment loop, 2-worker vs 1-worker scaling, where a learned
+policy runs (driver or actor), and how its queries are scheduled (lockstep rounds or ready-first).
 
-Usage: ``python benchmarks/bench_rollouts.py [--quick] [--suite libero_object] [--expert-table]``.
-Same trivial policy (uniform random actions, 16-step chunks), same episodes (task, init state, seed),
-cameras off (``image_every=0``) so the figures measure the engine, not software rendering. Environment
-construction is excluded on both sides. The last stdout line is a JSON object.
+Usage: ``python benchmarks/bench_rollouts.py [--quick] [--suite libero_object] [--skip-placement] [--schedule]``.
+Engine figures: same trivial policy (uniform random actions, 16-step chunks), same episodes (task, init state, seed),
+cameras off (``image_every=0``) so they measure the engine, not software rendering; environment construction is
+excluded on both sides. ``--schedule``: an untrained tiny Cosmos Policy as the ``cpu`` profile evaluates it (64 px
+without antialiasing, 8 of 16 actions executed, direct and planning N=4 W=1 V=2) on 2 workers, episodes to the
+step limit, ``lockstep=True`` vs the default ready-first schedule, in A B B A order. The last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -62,24 +65,49 @@ def engine_run(ray, suite: str, image_size: int, requests, workers: int, lake: P
     return stats.env_steps, stats.wall_s
 
 
-def placement_run(ray, suite: str, requests, placement: str, checkpoint: str) -> tuple[int, float, float]:
+def placement_run(ray, suite: str, requests, placement: str, checkpoint: str, lockstep: bool = False,
+                  planning: bool = False, execute_actions: int | None = None, antialias: bool = True,
+                  ) -> tuple[int, float, float]:
     """Throughput of a tiny Cosmos Policy batched across 2 workers, policy in the driver or in an actor."""
     from sims.factory import make_env
     from tasks.batched_rollouts import PolicyHandle, run_batched
     from tasks.rollout_engine import BehaviourSpec, RolloutEngine
     from tasks.rollouts import load_cosmos_policy
 
-    engine = RolloutEngine(ray, functools.partial(make_env, suite, 64), BehaviourSpec("external"), num_workers=2)
-    handle = PolicyHandle(ray, functools.partial(load_cosmos_policy, checkpoint, False, 1, 1, 1), placement)
+    engine = RolloutEngine(ray, functools.partial(make_env, suite, 64, antialias=antialias), BehaviourSpec("external"),
+                           num_workers=2)
+    n, w, v = (4, 1, 2) if planning else (1, 1, 1)
+    handle = PolicyHandle(ray, functools.partial(load_cosmos_policy, checkpoint, planning, n, w, v, sampler_steps=4),
+                          placement)
     try:
         engine.wait_ready()
         run_batched(engine, handle, [dataclasses.replace(r, seed=20_000 + i) for i, r in enumerate(requests[:2])],
-                    None, "warm-up")
-        stats = run_batched(engine, handle, requests, None, "bench")
+                    None, "warm-up", execute_actions=execute_actions, lockstep=lockstep)
+        stats = run_batched(engine, handle, requests, None, "bench", execute_actions=execute_actions, lockstep=lockstep)
     finally:
         handle.close()
         engine.shutdown()
     return stats.env_steps, stats.wall_s, float(np.mean(handle.batch_sizes))
+
+
+def schedule_runs(ray, suite: str, requests, tmp: Path) -> dict[str, dict[str, float]]:
+    """Lockstep vs ready-first queries of an untrained tiny model (the cpu profile's inference), A B B A."""
+    from cosmos_policy.checkpoint_io import save_untrained_checkpoint
+    from cosmos_policy.latent_layout import libero_layout
+
+    ckpt = str(save_untrained_checkpoint(tmp / "ckpt-schedule", libero_layout()))
+    reqs = [dataclasses.replace(r, policy="model", image_every=16) for r in requests[:2]]
+    out = {}
+    for mode, planning in (("direct", False), ("planning", True)):
+        runs: dict[bool, list[tuple[int, float, float]]] = {True: [], False: []}
+        for lockstep in (True, False, False, True):
+            runs[lockstep].append(placement_run(ray, suite, reqs, "driver", ckpt, lockstep=lockstep,
+                                                planning=planning, execute_actions=8, antialias=False))
+        sps = {k: sum(x[0] for x in v) / sum(x[1] for x in v) for k, v in runs.items()}
+        out[mode] = {"lockstep_steps_per_s": round(sps[True], 1), "ready_first_steps_per_s": round(sps[False], 1),
+                     "ready_first_over_lockstep": round(sps[False] / sps[True], 3),
+                     "mean_batch_ready_first": round(float(np.mean([x[2] for x in runs[False]])), 2)}
+    return out
 
 
 def main() -> None:
@@ -88,6 +116,7 @@ def main() -> None:
     ap.add_argument("--suite", default="libero_object")
     ap.add_argument("--episodes", type=int, default=None, help="episodes per measurement (default 4 quick / 8 full)")
     ap.add_argument("--skip-placement", action="store_true", help="skip the driver-vs-actor policy placement runs")
+    ap.add_argument("--schedule", action="store_true", help="also compare lockstep and ready-first policy queries")
     args = ap.parse_args()
     n = args.episodes or (4 if args.quick else 8)
 
@@ -117,6 +146,8 @@ def main() -> None:
             for placement in ("driver", "actor", "actor", "driver"):  # ABBA order against drift
                 runs[placement].append(placement_run(ray, args.suite, model_reqs, placement, ckpt))
             drv, act = ([sum(x[0] for x in runs[p]), sum(x[1] for x in runs[p]), runs[p][0][2]] for p in ("driver", "actor"))
+        if args.schedule:
+            schedule = schedule_runs(ray, args.suite, requests, Path(tmp))
         env.close()
         ray.shutdown()
     bare_sps = sum(s for s, _ in bare) / sum(t for _, t in bare)
@@ -134,6 +165,11 @@ def main() -> None:
                        "model_mean_batch": round(drv[2], 2)})
         print(f"tiny Cosmos Policy on 2 workers: driver {result['model_driver_steps_per_s']} steps/s, "
               f"actor {result['model_actor_steps_per_s']} steps/s -> driver/actor = {result['driver_over_actor']}")
+    if args.schedule:
+        result["schedule"] = schedule
+        for mode, r in schedule.items():
+            print(f"{mode}: lockstep {r['lockstep_steps_per_s']} steps/s, ready-first {r['ready_first_steps_per_s']} "
+                  f"steps/s -> ready-first/lockstep = {r['ready_first_over_lockstep']}")
     print(f"bare env {bare_sps:.1f} steps/s | engine 1 worker {one_sps:.1f} | 2 workers {two_sps:.1f}")
     print(f"engine_overhead = {result['engine_overhead']}  scaling_2v1 = {result['scaling_2v1']}")
     print(json.dumps(result))

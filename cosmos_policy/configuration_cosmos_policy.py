@@ -196,6 +196,8 @@ class TrainConfig:
             ``False`` draws them uniformly.
         lr_schedule: linear warm-up over ``warmup_steps`` then ``"constant"`` (SPEC default) or ``"cosine"``
             decay to ``min_lr_ratio * lr`` at the run's last step (helps short runs settle).
+        augment_shift: random shift of the camera latents in training, in latent pixels per axis (8 image pixels
+            each); ``0`` disables it (:mod:`cosmos_policy.augmentation`).
     """
 
     lr: float = 1e-4
@@ -211,12 +213,15 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    augment_shift: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.fractions = tuple(self.fractions)
         _check_positive(self, "lr", "grad_clip", "batch_size", "steps")
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift}")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"warmup_steps must be >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps} and "
                              f"{self.min_lr_ratio}")

@@ -138,7 +138,7 @@ def _reinject_action(model: CosmosPolicyModel, current: torch.Tensor, sampled: t
 
 @torch.no_grad()
 def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, config: PlannerConfig,
-         seed: int = 0, planning_model: CosmosPolicyModel | None = None) -> PlanOutput:
+         seed: int | Sequence[int] = 0, planning_model: CosmosPolicyModel | None = None) -> PlanOutput:
     """Best-of-N planning.
 
     Args:
@@ -146,7 +146,9 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
         current: ``(B, C, T', H, W)`` latents with the current frames filled (other frames ignored).
         text: ``(B, L, D)`` text embeddings.
         config: N, W, V, threshold, mode (``model_based`` or ``q``), ``max_batch_size``.
-        seed: base seed; row noise is seeded from (seed, b, candidate, world, value).
+        seed: base seed, row noise seeded from (seed, b, candidate, world, value); or one seed per observation,
+            row noise seeded from (seed_b, candidate, world, value), so an observation's plan does not depend on
+            the other rows of the batch.
 
         planning_model: the model whose world model and value function judge the candidates (same latent layout);
             None: ``model`` itself.
@@ -159,6 +161,12 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
         raise ValueError(f"the planning model's latent layout differs from the policy's ({judge.layout} vs "
                          f"{model.layout}): both must be trained for the same suite, cameras and chunk size")
     b = current.shape[0]
+    if isinstance(seed, int):
+        base: list[tuple[int, ...]] = [(seed, i) for i in range(b)]
+    else:
+        if len(seed) != b:
+            raise ValueError(f"{len(seed)} seeds for {b} observations")
+        base = [(int(s),) for s in seed]
     n, w, v = config.num_candidates, config.num_world_samples, config.num_value_samples
     mbs = config.max_batch_size
     counters = [_CallCounter(model.transformer)] + ([_CallCounter(judge.transformer)] if judge is not model else [])
@@ -166,23 +174,23 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
         rows = current.repeat_interleave(n, 0)
         text_n = text.repeat_interleave(n, 0)
         ids = [(i, j) for i in range(b) for j in range(n)]
-        x_pol = _stage(model, rows, "policy", text_n, [row_seed(seed, i, j) for i, j in ids], mbs)
+        x_pol = _stage(model, rows, "policy", text_n, [row_seed(*base[i], j) for i, j in ids], mbs)
         candidates = model.extract_action(x_pol).clamp(-1, 1)
         with_action = _reinject_action(model, rows, x_pol)
         if config.mode == "q":
             m = w * v
             ids_q = [(i, j, k) for i, j in ids for k in range(m)]
             x_q = _stage(judge, with_action.repeat_interleave(m, 0), "world_model", text_n.repeat_interleave(m, 0),
-                         [row_seed(seed, i, j, k, -1) for i, j, k in ids_q], mbs)
+                         [row_seed(*base[i], j, k, -1) for i, j, k in ids_q], mbs)
             values = judge.extract_value(x_q).reshape(b, n, m)
         else:
             ids_w = [(i, j, k) for i, j in ids for k in range(w)]
             text_w = text_n.repeat_interleave(w, 0)
             x_wm = _stage(judge, with_action.repeat_interleave(w, 0), "world_model", text_w,
-                          [row_seed(seed, i, j, k) for i, j, k in ids_w], mbs)
+                          [row_seed(*base[i], j, k) for i, j, k in ids_w], mbs)
             ids_v = [(i, j, k, q) for i, j, k in ids_w for q in range(v)]
             x_val = _stage(judge, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
-                           [row_seed(seed, *t) for t in ids_v], mbs)
+                           [row_seed(*base[i], j, k, q) for i, j, k, q in ids_v], mbs)
             values = judge.extract_value(x_val).reshape(b, n, w * v)
     finally:
         for counter in counters:

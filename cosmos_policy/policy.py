@@ -37,7 +37,9 @@ class CosmosPolicy:
         planning: run best-of-N planning instead of direct sampling.
         planner: planning settings (default: ``model.config.planner``).
         direct_mode: ``"parallel"`` or ``"autoregressive"`` for direct sampling.
-        seed: base seed; each ``act`` call advances an internal counter so calls differ but runs repeat.
+        seed: base seed. With ``keys`` (one integer per observation, e.g. from the episode and its query index),
+            an observation's noise depends on (seed, key) only, whatever else is in the batch; without, each ``act``
+            call advances an internal counter and row ``i`` of a call is seeded from (seed, call, i).
         camera_aliases: optional map from observation camera names to layout camera names.
         planning_model: with ``planning``, the model whose world model and value function judge the candidates
             (None: ``model``); it must share the layout, tokenizer, text encoder and normalisation statistics.
@@ -117,28 +119,37 @@ class CosmosPolicy:
                                              for o in observations]))
         return self.model.assemble(cams, proprio, obj).to(self.model.device)
 
+    accepts_episode_keys = True  # act(..., keys=...) seeds each row by its own key (rollouts pass them)
+
     @torch.no_grad()
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str],
+            keys: Sequence[int] | None = None) -> np.ndarray:
         """Action chunks for a batch of environments.
 
         Args:
             observations: B observations (images upright, uint8).
             instructions: B task instructions.
+            keys: optional B integers naming each row's query (see ``seed`` in the class docstring).
 
         Returns:
             ``(B, K, A)`` float32 actions in environment units.
         """
         if len(observations) != len(instructions):
             raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
+        if keys is not None and len(keys) != len(observations):
+            raise ValueError(f"{len(keys)} keys for {len(observations)} observations")
         seed = row_seed(self.seed, self.calls)
         self.calls += 1
         current = self.current_latents(observations)
         text = self.model.encode_text(instructions)
-        if self.planning:
-            self.last_plan = plan(self.model, current, text, self.planner, seed=seed, planning_model=self.planning_model)
-            actions = self.last_plan.actions
+        if keys is not None:
+            seeds = [row_seed(self.seed, int(k)) for k in keys]
         else:
             seeds = [row_seed(seed, i) for i in range(len(observations))]
+        if self.planning:
+            self.last_plan = plan(self.model, current, text, self.planner, seed=seeds, planning_model=self.planning_model)
+            actions = self.last_plan.actions
+        else:
             x = sample_chain(self.model, current, text, seeds, self.direct_mode, self.planner.max_batch_size)
             actions = self.model.extract_action(x)
         return self.stats.action.unnormalize(actions.float().cpu().numpy())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
+from cosmos_policy.augmentation import random_shift
 from cosmos_policy.configuration_cosmos_policy import TrainConfig
 from cosmos_policy.latent_layout import SAMPLE_TYPES, decode_value, extract
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
@@ -106,7 +108,8 @@ class TrainingLoss(torch.nn.Module):
 def train_step(model: CosmosPolicyModel, optimizer: torch.optim.Optimizer, batch: TrainingBatch,
                generator: torch.Generator | None = None, grad_clip: float | None = None,
                loss_module: torch.nn.Module | None = None) -> dict[str, float]:
-    """One optimisation step: loss, backward, gradient clipping (1.0), AdamW update.
+    """One optimisation step: augmentation (``config.train.augment_shift``), loss, backward, gradient clipping
+    (1.0), AdamW update.
 
     Args:
         loss_module: computes ``(loss, metrics)`` instead of :func:`compute_loss`, e.g. a
@@ -117,6 +120,9 @@ def train_step(model: CosmosPolicyModel, optimizer: torch.optim.Optimizer, batch
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    shift = model.config.train.augment_shift
+    if shift:
+        batch = replace(batch, latents=random_shift(batch.latents, model.layout, shift, generator))
     loss, metrics = loss_module(batch, generator) if loss_module is not None else compute_loss(model, batch, generator)
     loss.backward()
     clip = grad_clip if grad_clip is not None else model.config.train.grad_clip

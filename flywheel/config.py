@@ -33,6 +33,10 @@ class SimConfig(_Section):
     # Render as robosuite does (4x multisampling, the LIBERO datasets' look). False: one sample per pixel, about half
     # the cost of a frame in Mesa's software rasteriser (no GPU). Demos and evaluation of a workspace must agree.
     antialias: bool = True
+    # The privileged object state LIBERO records with every step: "goal" (the goal predicates' objects and targets,
+    # 20 floats for every task: what `model.object_state` feeds the model) or "full" (every body and joint; its
+    # length depends on the task). RoboCasa records none.
+    object_state: Literal["full", "goal"] = "goal"
     # The last k init states of every task are held out: demos and training rollouts never start there, evaluation
     # always does (LIBERO ships 50 per task: 0-39 train, 40-49 held out by default).
     heldout_init_states: int = Field(10, ge=1)
@@ -62,6 +66,9 @@ class ModelConfig(_Section):
     # Actions of each sampled chunk executed before the policy is queried again (None: the whole chunk).
     execute_actions: int | None = Field(None, ge=1)
     gamma: float = Field(0.99, gt=0, le=1)
+    # The optional privileged object-state frame (SPEC: off in the paper): the model also conditions on the goal
+    # objects' poses and targets (`sim.object_state=goal`, LIBERO only). A CPU aid; `paper` keeps it off.
+    object_state: bool = False
 
     @model_validator(mode="after")
     def _execute_within_chunk(self) -> ModelConfig:
@@ -85,6 +92,7 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0)
     fractions: tuple[float, float, float] | None = None  # base mix (policy, world_model, value)
     bf16_autocast: bool | None = None  # on GPU only; master weights stay fp32
+    augment_shift: float | None = Field(None, ge=0)  # random latent shift in training (latent pixels; 0 = off)
     # Value samples see (s, a, s′) or s′ alone (V(s′)); None = what the starting model uses (a new one: (s, a, s′)).
     value_inputs: Literal["state_action_future", "future"] | None = None
     # Ray Train

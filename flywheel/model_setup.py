@@ -14,6 +14,7 @@ from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel, pretrained_c
 from cosmos_policy.normalization import NormalizationStats
 from flywheel.config import FlywheelConfig
 from flywheel.episodes import CachedLatents, cache_latents
+from sims.scene import GOAL_STATE_DIM
 from storage_schemas.layout import LakeLayout
 
 #: Image size (pixels) per preset; latents are 1/8 of it.
@@ -24,18 +25,22 @@ class ModelSetupError(ValueError):
     """The model cannot be set up from this config and lake (message says what to run)."""
 
 
-def layout_for_suite(suite: str, preset: str, chunk_size: int) -> LatentLayout:
-    """LIBERO suites → 2 cameras (9 frames); RoboCasa → 3 cameras (11 frames)."""
+def layout_for_suite(suite: str, preset: str, chunk_size: int, object_state: bool = False) -> LatentLayout:
+    """LIBERO suites → 2 cameras (9 frames); RoboCasa → 3 cameras (11 frames). ``object_state`` adds the privileged
+    object-state frame (LIBERO's fixed-size goal state, :data:`sims.scene.GOAL_STATE_DIM` floats)."""
     hw = PRESET_IMAGE_SIZE[preset] // 8
     if suite.startswith("libero"):
-        return libero_layout(latent_hw=hw, chunk_size=chunk_size)
+        return libero_layout(latent_hw=hw, chunk_size=chunk_size, object_state_dim=GOAL_STATE_DIM if object_state else 0)
     if suite.startswith("robocasa"):
+        if object_state:
+            raise ModelSetupError(f"model.object_state needs a LIBERO suite: {suite!r} records no object state")
         return robocasa_layout(latent_hw=hw, chunk_size=chunk_size)
     raise ModelSetupError(f"no model layout for suite {suite!r} (libero_* or robocasa*)")
 
 
 def _preset_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
-    return get_config(cfg.model.preset, layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size))
+    return get_config(cfg.model.preset, layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size,
+                                                         cfg.model.object_state))
 
 
 def model_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
@@ -91,7 +96,15 @@ def cache_suite_latents(cfg: FlywheelConfig, lake: LakeLayout, cache_root: str |
 def init_checkpoint(cfg: FlywheelConfig, lake: LakeLayout, suite: str, out: str | Path, seed: int = 0) -> Path:
     """Write the starting checkpoint of fine-tuning: the model of :func:`build_model` with the suite's stats."""
     model = build_model(cfg, suite, seed)
-    return save_checkpoint(out, model, suite_stats(lake, suite),
+    stats = suite_stats(lake, suite)
+    need = model.layout.object_state_dim
+    have = None if stats.object_state is None else len(stats.object_state.min)
+    if need and have != need:
+        raise ModelSetupError(
+            f"model.object_state needs the demos' goal object state ({need} floats per step) but the lake's "
+            f"{suite} demonstrations have {'none' if have is None else f'{have} floats'}: record demos with "
+            f"sim.object_state=goal (the default) and LIBERO, e.g. flywheel demos generate --suite {suite}")
+    return save_checkpoint(out, model, stats,
                            extra={"suite": suite, "init": str(cfg.model.weights_path or f"random:{seed}")})
 
 
@@ -100,7 +113,7 @@ def training_config(cfg: FlywheelConfig, base: CosmosTrainConfig, mix: MixName =
     ``train`` overrides, and for ``mix="refine"`` the ``refine`` overrides on top. Recorded in the checkpoint."""
     t = cfg.train
     fields = ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "min_lr_ratio", "weight_decay",
-              "grad_clip", "fractions", "bf16_autocast")
+              "grad_clip", "fractions", "bf16_autocast", "augment_shift")
     resolved = replace(base, **{f: getattr(t, f) for f in fields if getattr(t, f) is not None})
     if mix == "refine":
         r = cfg.refine

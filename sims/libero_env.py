@@ -5,10 +5,18 @@ Layouts (fixed for every LIBERO suite):
 - action ``(7,)``: OSC delta pose ``[dx, dy, dz, dax, day, daz]`` in [-1, 1] (robosuite scales to 5 cm
   and 0.5 rad per step, robot-base frame), then gripper: -1 open, +1 close.
 - proprio ``(9,)`` float32: ``gripper_qpos (2) | eef_pos (3) | eef_quat (4, xyzw)``.
-- object_state ``(7 * (n_objects + n_fixtures) + n_joints,)`` float32: for every BDDL object then every
-  fixture, in BDDL document order, ``pos (3) | quat (4, xyzw)``; then the value of every articulated
-  fixture joint (drawers, doors, knobs) in MuJoCo order. :meth:`LiberoEnv.object_state_layout` names
-  the slices.
+- object_state, privileged, one of two layouts (``object_state=`` of the constructor):
+
+  - ``"full"`` ``(7 * (n_objects + n_fixtures) + n_joints,)`` float32: for every BDDL object then every
+    fixture, in BDDL document order, ``pos (3) | quat (4, xyzw)``; then the value of every articulated
+    fixture joint (drawers, doors, knobs) in MuJoCo order. Its length depends on the task.
+  - ``"goal"`` ``(20,)`` float32, the same length for every task (what a multi-task model can take as input):
+    one 10-float slot for each of the first two BDDL goal predicates, zeros when absent. ``In``/``On``:
+    the moved object's ``pos (3) | quat (4, xyzw)`` and the target's position ``(3)`` (region site or body);
+    ``Open``/``Close``/``TurnOn``/``TurnOff``: the fixture joint's value, then zeros, then the fixture's position
+    (a region argument, e.g. a drawer's: zeros, then the region's position).
+
+  :meth:`LiberoEnv.object_state_layout` names the slices.
 - images: ``{"agentview", "eye_in_hand"} -> (H, W, 3)`` uint8, upright, rendered only on request.
 
 Episodes: ``reset`` loads LIBERO's fixed init state, then runs ``settle_steps`` no-op steps (gripper
@@ -22,6 +30,7 @@ import contextlib
 import io
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +44,17 @@ from sims.libero_runtime import (
     prepare_libero,
     task_info,
 )
-from sims.scene import BodyState, GeomIndex, SceneSnapshot, SiteState, parse_goal
+from sims.scene import (
+    GOAL_SLOT_DIM,
+    GOAL_SLOTS,
+    GOAL_STATE_DIM,
+    OBJECT_STATE_LAYOUTS,
+    BodyState,
+    GeomIndex,
+    SceneSnapshot,
+    SiteState,
+    parse_goal,
+)
 from sims.sim_state import RobosuiteCameras
 from sims.types import Observation, StepResult, TaskSpec
 
@@ -69,6 +88,8 @@ class LiberoEnv(RobosuiteCameras):
         max_steps: override of the suite's step limit.
         antialias: render as robosuite does (4x multisampling); False halves the cost of a frame on a CPU-only
             machine (see :class:`sims.sim_state.RobosuiteCameras`).
+        object_state: the privileged state's layout, ``"full"`` (every body and joint) or ``"goal"`` (fixed-size,
+            the goal predicates' objects and targets); see the module docstring.
     """
 
     camera_names: tuple[str, ...] = tuple(LIBERO_CAMERAS)
@@ -78,8 +99,10 @@ class LiberoEnv(RobosuiteCameras):
 
     def __init__(
         self, suite: str, image_size: int = 128, *, settle_steps: int = 10, max_steps: int | None = None,
-        antialias: bool = True,
+        antialias: bool = True, object_state: str = "full",
     ) -> None:
+        if object_state not in OBJECT_STATE_LAYOUTS:
+            raise ValueError(f"object_state must be one of {OBJECT_STATE_LAYOUTS}, got {object_state!r}")
         if suite not in LIBERO_MAX_STEPS:
             raise ValueError(f"unknown LIBERO suite {suite!r}; valid: {', '.join(LIBERO_SUITES)}")
         if image_size <= 0:
@@ -87,6 +110,7 @@ class LiberoEnv(RobosuiteCameras):
         self.suite = suite
         self.image_size = int(image_size)
         self.antialias = bool(antialias)
+        self.object_state_kind = object_state
         self.settle_steps = int(settle_steps)
         self.max_steps = int(max_steps) if max_steps is not None else LIBERO_MAX_STEPS[suite]
         self._env: Any = None
@@ -94,6 +118,7 @@ class LiberoEnv(RobosuiteCameras):
         self._geoms: GeomIndex | None = None
         self._names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         self._joint_qpos: list[tuple[str, int]] = []
+        self._goal_slots: list[_GoalSlot] = []
         self._steps = 0
         self._done = True
         self._success = False
@@ -187,8 +212,14 @@ class LiberoEnv(RobosuiteCameras):
         return np.concatenate([snap[2], snap[0], snap[1]]).astype(np.float32)
 
     def object_state_layout(self) -> dict[str, slice]:
-        """Names of the ``object_state`` slices: ``"<body>"`` -> 7 floats, ``"joint:<name>"`` -> 1 float."""
+        """Names of the ``object_state`` slices. ``"full"``: ``"<body>"`` -> 7 floats, ``"joint:<name>"`` -> 1 float;
+        ``"goal"``: ``"goal<i>.object"`` -> 7 (pose, or joint value then zeros), ``"goal<i>.target"`` -> 3."""
         out: dict[str, slice] = {}
+        if self.object_state_kind == "goal":
+            for g in range(GOAL_SLOTS):
+                out[f"goal{g}.object"] = slice(g * GOAL_SLOT_DIM, g * GOAL_SLOT_DIM + 7)
+                out[f"goal{g}.target"] = slice(g * GOAL_SLOT_DIM + 7, (g + 1) * GOAL_SLOT_DIM)
+            return out
         i = 0
         for name in self._names[0] + self._names[1]:
             out[name] = slice(i, i + 7)
@@ -199,7 +230,9 @@ class LiberoEnv(RobosuiteCameras):
         return out
 
     def object_state(self) -> np.ndarray:
-        """Flat float32 object state (layout in the module docstring / :meth:`object_state_layout`)."""
+        """Flat float32 privileged state in this environment's layout (module docstring, :meth:`object_state_layout`)."""
+        if self.object_state_kind == "goal":
+            return self.goal_state()
         inner, data = self._env.env, self._env.sim.data
         parts = []
         for name in self._names[0] + self._names[1]:
@@ -208,6 +241,23 @@ class LiberoEnv(RobosuiteCameras):
             parts.append(_wxyz_to_xyzw(np.asarray(data.body_xquat[bid])))
         parts.append(np.array([data.qpos[a] for _, a in self._joint_qpos], dtype=np.float64))
         return np.concatenate(parts).astype(np.float32)
+
+    def goal_state(self) -> np.ndarray:
+        """``(GOAL_STATE_DIM,)`` float32: the goal predicates' objects and targets (the ``"goal"`` layout)."""
+        data = self._env.sim.data
+        out = np.zeros(GOAL_STATE_DIM, np.float32)
+        for g, slot in enumerate(self._goal_slots[:GOAL_SLOTS]):
+            o = g * GOAL_SLOT_DIM
+            if slot.joint_qpos is not None:
+                out[o] = data.qpos[slot.joint_qpos]
+            elif slot.body is not None:
+                out[o:o + 3] = data.body_xpos[slot.body]
+                out[o + 3:o + 7] = _wxyz_to_xyzw(np.asarray(data.body_xquat[slot.body]))
+            if slot.target_site is not None:
+                out[o + 7:o + 10] = data.get_site_xpos(slot.target_site)
+            elif slot.target_body is not None:
+                out[o + 7:o + 10] = data.body_xpos[slot.target_body]
+        return out
 
     def snapshot(self) -> SceneSnapshot:
         """Privileged :class:`SceneSnapshot` of the current state (for the scripted expert)."""
@@ -272,6 +322,8 @@ class LiberoEnv(RobosuiteCameras):
             for joint in getattr(inner.get_object(name), "joints", None) or []:
                 jid = model.joint_name2id(joint)
                 self._joint_qpos.append((joint, int(model.jnt_qposadr[jid])))
+        self._goal_slots = _goal_slots(parse_goal(inner.parsed_problem["goal_state"]), inner, model,
+                                       dict(self._joint_qpos))
 
     def _robot(self, site_quat: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(eef_pos (3,), eef_quat (4,) xyzw, gripper_qpos (2,)) read from the sim.
@@ -295,6 +347,40 @@ class LiberoEnv(RobosuiteCameras):
     def _observation(self, render: bool) -> Observation:
         images: Mapping[str, np.ndarray] = self.render() if render else {}
         return Observation(images=images, proprio=self.proprio(), object_state=self.object_state())
+
+
+@dataclass(frozen=True)
+class _GoalSlot:
+    """Where one goal predicate's numbers are read from (MuJoCo ids)."""
+
+    body: int | None = None  # the moved object's body (In / On)
+    joint_qpos: int | None = None  # the fixture joint's qpos address (Open / Close / TurnOn / TurnOff)
+    target_site: str | None = None  # the target region site (In / On onto a region)
+    target_body: int | None = None  # the target body (On / In an object or fixture; the fixture of a joint goal)
+
+
+def _goal_slots(goal: tuple[tuple[str, ...], ...], inner: Any, model: Any, joints: Mapping[str, int]) -> list[_GoalSlot]:
+    """Resolve each goal predicate to MuJoCo ids once per scene; predicates it cannot resolve read as zeros."""
+    slots = []
+    for pred in goal:
+        head, args = pred[0], pred[1:]
+        if head in ("in", "on") and len(args) == 2 and args[0] in inner.obj_body_id:
+            target = args[1]
+            if target in inner.object_sites_dict:
+                slots.append(_GoalSlot(body=inner.obj_body_id[args[0]], target_site=target))
+            elif target in inner.obj_body_id:
+                slots.append(_GoalSlot(body=inner.obj_body_id[args[0]], target_body=inner.obj_body_id[target]))
+            else:
+                slots.append(_GoalSlot(body=inner.obj_body_id[args[0]]))
+        elif len(args) == 1 and args[0] in inner.obj_body_id:
+            fixture_joints = [a for j, a in joints.items() if j.startswith(args[0])]
+            slots.append(_GoalSlot(joint_qpos=fixture_joints[0] if fixture_joints else None,
+                                   target_body=inner.obj_body_id[args[0]]))
+        elif len(args) == 1 and args[0] in inner.object_sites_dict:  # e.g. Open(<cabinet>_middle_region)
+            slots.append(_GoalSlot(target_site=args[0]))
+        else:
+            slots.append(_GoalSlot())
+    return slots
 
 
 def _wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:

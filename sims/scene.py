@@ -13,6 +13,13 @@ from typing import Any
 
 import numpy as np
 
+#: Layouts of an environment's privileged ``object_state``: every body and joint (task-dependent length), or the
+#: goal predicates' objects and targets in a fixed length (:data:`GOAL_STATE_DIM`, a multi-task model's input).
+OBJECT_STATE_LAYOUTS = ("full", "goal")
+GOAL_SLOTS = 2  # goal predicates described (LIBERO goals have one or two)
+GOAL_SLOT_DIM = 10  # object pose (7) + target position (3)
+GOAL_STATE_DIM = GOAL_SLOTS * GOAL_SLOT_DIM
+
 
 @dataclass(frozen=True)
 class BodyState:

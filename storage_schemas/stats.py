@@ -37,20 +37,38 @@ class SuiteStats:
     num_steps: int
     action: FeatureStats
     proprio: FeatureStats
+    # The privileged object state, when every demo step has one of the same length (else None).
+    object_state: FeatureStats | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        d = asdict(self)
+        if d["object_state"] is None:
+            del d["object_state"]
+        return json.dumps(d, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> SuiteStats:
         d = json.loads(text)
-        return cls(d["suite"], d["num_episodes"], d["num_steps"], FeatureStats(**d["action"]), FeatureStats(**d["proprio"]))
+        obj = d.get("object_state")
+        return cls(d["suite"], d["num_episodes"], d["num_steps"], FeatureStats(**d["action"]), FeatureStats(**d["proprio"]),
+                   FeatureStats(**obj) if obj is not None else None)
 
 
 def _stack(column) -> np.ndarray:
     flat = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     values = flat.flatten().to_numpy(zero_copy_only=False)
     return values.reshape(len(flat), -1)
+
+
+def _object_state_stats(column) -> FeatureStats | None:
+    """Statistics of the object-state column when every row has one and all have the same length."""
+    flat = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if flat.null_count or len(flat) == 0:
+        return None
+    lengths = flat.value_lengths().to_numpy(zero_copy_only=False)
+    if lengths.min() != lengths.max() or lengths[0] == 0:
+        return None
+    return FeatureStats.of(_stack(flat))
 
 
 def compute_suite_stats(layout: LakeLayout, suite: str) -> SuiteStats:
@@ -64,7 +82,7 @@ def compute_suite_stats(layout: LakeLayout, suite: str) -> SuiteStats:
         raise ValueError(f"the lake has no steps yet (looked in {steps_dir})")
     dataset = ds.dataset(steps_dir, format="parquet", partitioning="hive", exclude_invalid_files=True)
     flt = (ds.field("source") == str(Source.DEMO)) & (ds.field("suite") == suite)
-    table = dataset.to_table(columns=["episode_id", "proprio", "action"], filter=flt)
+    table = dataset.to_table(columns=["episode_id", "proprio", "action", "object_state"], filter=flt)
     if table.num_rows == 0:
         raise ValueError(f"no demonstrations of suite {suite!r} in the lake")
     stats = SuiteStats(
@@ -73,6 +91,7 @@ def compute_suite_stats(layout: LakeLayout, suite: str) -> SuiteStats:
         num_steps=table.num_rows,
         action=FeatureStats.of(_stack(table.column("action"))),
         proprio=FeatureStats.of(_stack(table.column("proprio"))),
+        object_state=_object_state_stats(table.column("object_state")),
     )
     path = layout.stats_path(suite)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,13 @@
 """Rollouts of a policy batched across environment workers (a learned model, e.g. Cosmos Policy).
 
 The policy sits either in the driver (``placement="driver"``) or in one Ray policy actor
-(``placement="actor"``, e.g. the GPU holder on a cluster). Every round, the observations of all
-workers that wait for an action chunk are stacked into one ``act`` call; each worker then executes its
-whole chunk before it is queried again. ``benchmarks/bench_rollouts.py`` measures both placements.
+(``placement="actor"``, e.g. the GPU holder on a cluster). The observations of the workers that wait for an action
+chunk are stacked into one ``act`` call; each worker then executes its chunk before it is queried again. By default
+the driver queries the policy for whichever workers are ready while the others still step their simulators; with
+``lockstep=True`` it waits for every worker first (one batch per round). A policy that accepts per-row keys
+(``accepts_episode_keys``) gets one per query, derived from the episode's (task, init state, seed) and the query's
+index, so an episode's noise does not depend on which others share its batches. ``benchmarks/bench_rollouts.py``
+measures both placements and both schedules.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from cosmos_policy.planner import row_seed
 from flywheel.recordings import EpisodeRequest, to_episode
 from sims.demos import EpisodeRecording
 from sims.types import Observation, Policy
@@ -26,8 +31,20 @@ class PolicyActor:
     def __init__(self, factory: PolicyFactory) -> None:
         self.policy = factory()
 
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]):
-        return self.policy.act(observations, instructions)
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str], keys: Sequence[int] | None = None):
+        return _act(self.policy, observations, instructions, keys)
+
+
+def _act(policy: Policy, observations: Sequence[Observation], instructions: Sequence[str],
+         keys: Sequence[int] | None):
+    if keys is not None and getattr(policy, "accepts_episode_keys", False):
+        return policy.act(observations, instructions, keys=keys)  # type: ignore[call-arg]
+    return policy.act(observations, instructions)
+
+
+def query_key(req: EpisodeRequest, query: int) -> int:
+    """The noise key of an episode's ``query``-th policy call: (task, init state, seed, query) only."""
+    return row_seed(req.task_id, req.init_state_index, req.seed, query)
 
 
 class PolicyHandle:
@@ -49,12 +66,13 @@ class PolicyHandle:
         """Whether query observations need camera images (a remote policy is assumed to need them)."""
         return bool(getattr(self._local, "requires_images", True)) if self._local is not None else True
 
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]):
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str], keys: Sequence[int] | None = None):
         self.calls += 1
         self.batch_sizes.append(len(observations))
         if self._local is not None:
-            return self._local.act(observations, instructions)
-        return self.ray.get(self._actor.act.remote(list(observations), list(instructions)))
+            return _act(self._local, observations, instructions, keys)
+        return self.ray.get(self._actor.act.remote(list(observations), list(instructions),
+                                                   None if keys is None else list(keys)))
 
     def close(self) -> None:
         if self._actor is not None:
@@ -64,10 +82,11 @@ class PolicyHandle:
 def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[EpisodeRequest], writer: LakeWriter | None,
                 dataset_id: str, policy_name: str = "model", gamma: float = 0.99,
                 on_episode: Callable[[EpisodeRequest, EpisodeRecording, RolloutStats], None] | None = None,
-                execute_actions: int | None = None) -> RolloutStats:
+                execute_actions: int | None = None, lockstep: bool = False) -> RolloutStats:
     """Run ``requests`` on ``engine``'s workers (built with ``BehaviourSpec("external")``), querying ``policy`` batched.
 
     ``execute_actions``: how many actions of each sampled chunk run before the policy is queried again (None: all).
+    ``lockstep``: wait for every worker before each policy call (else: query for the ready ones, see the module).
     """
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -75,7 +94,8 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
     stats, queue = engine.start_run(requests)
     t0 = time.perf_counter()
     slots: dict[int, tuple[EpisodeRequest, int]] = {}  # worker -> its episode
-    refs: dict[int, object] = {}  # worker -> outstanding begin/advance call
+    refs: dict[int, tuple[str, object]] = {}  # worker -> outstanding begin/advance call
+    queries: dict[int, int] = {}  # worker -> policy calls of its current episode
     instructions: dict[tuple[str, int], str] = {}
     needs_images = policy.requires_images
 
@@ -83,6 +103,7 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
         if queue and engine._alive[i]:
             req, attempt = queue.popleft()
             slots[i] = (req, attempt)
+            queries[i] = 0
             refs[i] = ("begin", engine.workers[i].begin.remote(req, needs_images))
 
     def finish(i: int, rec: EpisodeRecording) -> None:
@@ -98,8 +119,8 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
         start(i)
     while refs:
         waiting: dict[int, Observation] = {}
-        for i, (kind, ref) in list(refs.items()):  # one lockstep round: every outstanding call
-            del refs[i]
+        for i in list(refs) if lockstep else _ready(ray, refs):
+            kind, ref = refs.pop(i)
             req, attempt = slots[i]
             try:
                 if kind == "begin":
@@ -131,14 +152,24 @@ def run_batched(engine: RolloutEngine, policy: PolicyHandle, requests: Sequence[
                 instructions[key] = engine._spec(req).instruction
             texts.append(instructions[key])
         try:
-            chunks = policy.act([waiting[i] for i in order], texts)
+            chunks = policy.act([waiting[i] for i in order], texts,
+                                keys=[query_key(slots[i][0], queries[i]) for i in order])
         except Exception as exc:  # noqa: BLE001 - a policy failure ends these episodes as failures, recorded
             for i in order:
                 finish(i, ray.get(engine.workers[i].abandon.remote(policy_name, f"policy error: {type(exc).__name__}: {exc}")))
             continue
         for i, chunk in zip(order, chunks, strict=True):
+            queries[i] += 1
             refs[i] = ("advance", engine.workers[i].advance.remote(chunk[:execute_actions], policy_name))
     stats.wall_s = time.perf_counter() - t0
     if writer is not None:
         writer.compact()
     return stats
+
+
+def _ready(ray, refs: dict[int, tuple[str, object]]) -> list[int]:
+    """Workers whose outstanding call has finished: at least one (blocks until then), all that are done by then."""
+    by_ref = {ref: i for i, (_, ref) in refs.items()}
+    ray.wait(list(by_ref), num_returns=1)
+    done, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
+    return sorted(by_ref[r] for r in done)

@@ -107,7 +107,8 @@ def _lake_counts(ws: Workspace, ids: Sequence[str]) -> dict[int, tuple[int, int]
 
 def _engine(cfg: FlywheelConfig, ws: Workspace, suite: str, behaviour: BehaviourSpec, num_workers: int) -> RolloutEngine:
     ray = init_ray(cfg, ws)
-    factory = functools.partial(make_env, suite, cfg.sim.image_size, antialias=cfg.sim.antialias)
+    extra = {"object_state": cfg.sim.object_state} if suite.startswith("libero") else {}
+    factory = functools.partial(make_env, suite, cfg.sim.image_size, antialias=cfg.sim.antialias, **extra)
     engine = RolloutEngine(ray, factory, behaviour, num_workers=num_workers,
                            max_episode_retries=cfg.rollout.max_episode_retries)
     engine.wait_ready()
@@ -251,7 +252,7 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
     from tasks.registry import check_components, check_layout
 
     resolved = checkpoint if isinstance(checkpoint, ResolvedModel) else resolve_checkpoint(checkpoint, cfg, ws)
-    check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size)
+    check_object_state(check_layout(resolved.path, suite, chunk_size=cfg.model.chunk_size), cfg, suite)
     components = check_components(resolved.path, **component_paths(cfg))
     judge = None
     if planning_model is not None:
@@ -313,6 +314,18 @@ def inference_settings(cfg: FlywheelConfig, planning: bool) -> str:
     if planning:
         tag += f".N{cfg.eval.num_candidates}W{cfg.eval.world_model_samples}V{cfg.eval.value_samples}"
     return tag
+
+
+def check_object_state(layout, cfg: FlywheelConfig, suite: str) -> None:
+    """A model with the privileged object-state frame needs the environments to report LIBERO's goal state."""
+    from sims.scene import GOAL_STATE_DIM
+
+    if not layout.object_state_dim:
+        return
+    if not suite.startswith("libero") or cfg.sim.object_state != "goal" or layout.object_state_dim != GOAL_STATE_DIM:
+        raise ValueError(f"this model conditions on a {layout.object_state_dim}-float object state: it needs a LIBERO "
+                         f"suite with sim.object_state=goal ({GOAL_STATE_DIM} floats); got suite {suite!r}, "
+                         f"sim.object_state={cfg.sim.object_state}")
 
 
 def model_engine(cfg: FlywheelConfig, ws: Workspace, suite: str, num_workers: int | None = None) -> RolloutEngine:

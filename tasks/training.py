@@ -125,7 +125,7 @@ def prepare(cfg: FlywheelConfig, ws: Workspace, suite: str, init: str | None, mi
     from flywheel.model_setup import training_config
 
     check_pretrained_config(cfg)
-    layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size)
+    layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size, cfg.model.object_state)
     selection = select_training_episodes(ws.lake, suite, mix, where, rollout_iterations)
     model, stats, label = _load_init(cfg, ws, suite, init)
     train_cfg = training_config(cfg, model.config.train, mix)

@@ -73,6 +73,15 @@ def test_policy_act_direct_and_planning(checkpoint, stats):
     # Same seed and call count → same actions (reproducible rollouts).
     again = CosmosPolicy(policy.model, policy.stats, seed=0).act(obs, ["task 0", "task 1"])
     assert np.allclose(again, actions)
+    # Keyed rows: a row's actions depend on its key only, not on the call count or the rest of the batch.
+    for planning in (False, True):
+        p = policy.with_planning(planning, num_candidates=2, num_world_samples=1, num_value_samples=2)
+        pair = p.act(obs, ["task 0", "task 1"], keys=[5, 9])
+        single = p.act(obs[1:], ["task 1"], keys=[9])
+        assert np.allclose(pair[1], single[0], atol=1e-4)
+        assert not np.allclose(p.act(obs[1:], ["task 1"], keys=[10])[0], single[0])
+    with pytest.raises(ValueError, match="1 keys for 2 observations"):
+        policy.act(obs, ["task 0", "task 1"], keys=[1])
     with pytest.raises(KeyError, match="lacks camera 'eye_in_hand'"):
         policy.act([Observation(images={"agentview": obs[0].images["agentview"]}, proprio=obs[0].proprio)],
                    ["task 0"])

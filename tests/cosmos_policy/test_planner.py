@@ -53,6 +53,19 @@ def test_batched_planner_matches_unbatched_reference(tiny_model, current):
     assert torch.equal(batched.actions[0], batched.candidates[0, batched.chosen[0]])
 
 
+def test_per_observation_seeds_make_each_plan_independent_of_its_batch(tiny_model, current):
+    latents, text = current
+    cfg = replace(tiny_model.config.planner, num_candidates=3, num_world_samples=1, num_value_samples=2)
+    both = plan(tiny_model, latents, text, cfg, seed=[11, 22])
+    alone = plan(tiny_model, latents[1:], text[1:], cfg, seed=[22])
+    assert torch.allclose(both.candidates[1], alone.candidates[0], atol=1e-4)
+    assert torch.allclose(both.values[1], alone.values[0], atol=1e-4) and both.chosen[1] == alone.chosen[0]
+    other = plan(tiny_model, latents[1:], text[1:], cfg, seed=[23])
+    assert not torch.allclose(other.candidates[0], alone.candidates[0])  # the seed is what sets the noise
+    with pytest.raises(ValueError, match="2 seeds for 1 observations"):
+        plan(tiny_model, latents[:1], text[:1], cfg, seed=[1, 2])
+
+
 def test_default_planner_shapes_and_q_variant(tiny_model, current):
     latents, text = current
     out = plan(tiny_model, latents, text, tiny_model.config.planner, seed=0)  # N=8, 3 x 5

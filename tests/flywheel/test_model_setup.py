@@ -19,14 +19,14 @@ runner = CliRunner()
 CAMS = ("eye_in_hand", "agentview")
 
 
-def _episode(i: int, length: int, cams=CAMS, source: str = "demo") -> EpisodeData:
+def _episode(i: int, length: int, cams=CAMS, source: str = "demo", obj_dim: int | None = 4) -> EpisodeData:
     rng = np.random.default_rng(i)
     meta = EpisodeMeta(episode_id=rollout_episode_id(source, 0, "libero_object", i, i, 0), source=source,
                        suite="libero_object", task_id=i, instruction=f"task {i}", dataset_id="test", success=i != 1)
     steps = sorted(set(range(0, length, 4)) | {length - 1})  # rendered every 4 steps, like demos
     images = {c: {t: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for t in steps} for c in cams}
     return EpisodeData(meta, rng.standard_normal((length, 9)), rng.standard_normal((length, 7)), images,
-                       object_state=rng.standard_normal((length, 4)))
+                       object_state=None if obj_dim is None else rng.standard_normal((length, obj_dim)))
 
 
 @pytest.fixture
@@ -140,3 +140,43 @@ def test_model_show_names_the_version_and_components_wherever_the_folder_lies(ho
     assert shown[0]["components"]["text_encoder"].startswith("hash hash-v1")
     res = runner.invoke(app, ["model", "show", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_object_state_frame_takes_the_demos_goal_state(lake, tmp_path):
+    """``model.object_state``: a 20-float goal-state frame, normalised with the demos' statistics; refused when the
+    demos recorded another object state, or none."""
+    import torch
+
+    from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
+    from cosmos_policy.samples import build_batch, compose_batch_specs
+    from cosmos_policy.train_step import make_optimizer, train_step
+    from flywheel.model_setup import cache_suite_latents, init_checkpoint
+    from sims.scene import GOAL_STATE_DIM
+    from storage_schemas.stats import compute_suite_stats
+
+    layout, _ = lake
+    assert len(compute_suite_stats(layout, "libero_object").object_state.min) == 4  # every demo step has 4 floats
+    cfg = load_config("smoke", overrides=["model.object_state=true"])
+    assert layout_for_suite("libero_object", "tiny", 16, object_state=True).object_state_dim == GOAL_STATE_DIM == 20
+    with pytest.raises(ModelSetupError, match="needs a LIBERO suite"):
+        layout_for_suite("robocasa_fixture", "tiny", 16, object_state=True)
+    with pytest.raises(ModelSetupError, match=r"goal object state \(20 floats per step\) but .* have 4 floats"):
+        init_checkpoint(cfg, layout, "libero_object", tmp_path / "init")
+
+    LakeWriter(layout.root).write_episodes([_episode(7, 12, obj_dim=None)])  # one demo without any: no statistics
+    assert compute_suite_stats(layout, "libero_object").object_state is None
+    with pytest.raises(ModelSetupError, match="have none"):
+        init_checkpoint(cfg, layout, "libero_object", tmp_path / "init")
+
+    goal = LakeWriter(tmp_path / "goal_lake")
+    goal.write_episodes([_episode(i, 14, obj_dim=GOAL_STATE_DIM) for i in range(3)])
+    compute_suite_stats(goal.layout, "libero_object")
+    _, stats = load_checkpoint(init_checkpoint(cfg, goal.layout, "libero_object", tmp_path / "init"))
+    assert stats.object_state is not None and len(stats.object_state.min) == GOAL_STATE_DIM
+    cached = cache_suite_latents(cfg, goal.layout, tmp_path / "cache", "libero_object", progress=False)
+    mcfg = model_config(cfg, "libero_object")
+    specs = compose_batch_specs(cached.latents, 6, mcfg.train.fractions, 16, np.random.default_rng(0))
+    batch = build_batch(cached.latents, specs, mcfg.layout, stats)
+    torch.manual_seed(0)
+    model = CosmosPolicyModel(mcfg)
+    assert np.isfinite(train_step(model, make_optimizer(model, mcfg.train), batch)["loss"])

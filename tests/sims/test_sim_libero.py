@@ -17,6 +17,28 @@ def object_env():
     env.close()
 
 
+def test_goal_object_state_is_the_goal_objects_and_target(object_env) -> None:
+    """``object_state="goal"``: 20 floats whatever the task; slot 0 is the goal object's pose and the basket region's
+    position (read from the same sim as the full layout), slot 1 is zeros (one goal predicate)."""
+    from sims.libero_env import LiberoEnv
+    from sims.scene import GOAL_STATE_DIM
+
+    obs = object_env.reset(1, 0, seed=0)
+    full, names = obs.object_state, object_env.object_state_layout()
+    try:
+        object_env.object_state_kind = "goal"
+        goal, slices = object_env.object_state(), object_env.object_state_layout()
+    finally:
+        object_env.object_state_kind = "full"
+    assert goal.shape == (GOAL_STATE_DIM,) and goal.dtype == np.float32
+    assert np.allclose(goal[slices["goal0.object"]], full[names["cream_cheese_1"]])  # task 1: the cream cheese
+    target = object_env._env.sim.data.get_site_xpos("basket_1_contain_region")
+    assert np.allclose(goal[slices["goal0.target"]], target, atol=1e-6)
+    assert not goal[10:].any()
+    with pytest.raises(ValueError, match="object_state must be one of"):
+        LiberoEnv("libero_object", object_state="objects")
+
+
 def test_libero_reset_step_shapes_and_upright_image(object_env) -> None:
     obs = object_env.reset(0, 0, seed=0)
     assert set(obs.images) == {"agentview", "eye_in_hand"}

@@ -48,6 +48,28 @@ def test_demos_then_expert_and_random_rollouts(home, ray_local):
     assert _query("select count(*) as n from episodes where source = 'rollout'")[0]["n"] == 4
 
 
+def test_object_state_model_sees_the_goal_state(home, ray_local, tmp_path):
+    """Demos record LIBERO's 20-float goal state (``sim.object_state=goal``, the default) and its statistics; a model
+    with the object-state frame starts from them and rolls out with it; a ``full`` object state is refused first."""
+    res = runner.invoke(app, ["demos", "generate", "--suite", "libero_object", "--tasks", "0", "--per-task", "1",
+                              "--profile", "smoke"])
+    assert res.exit_code == 0, res.output
+    stats = json.loads((home / "lake" / "meta" / "stats" / "libero_object.json").read_text())
+    assert len(stats["object_state"]["min"]) == 20
+    obj = ["--set", "model.object_state=true"]
+    res = runner.invoke(app, ["model", "init", "--suite", "libero_object", "--profile", "smoke", *obj,
+                              "--out", str(tmp_path / "init")])
+    assert res.exit_code == 0, res.output
+    rollout = ["rollout", "--policy", str(tmp_path / "init"), "--suite", "libero_object", "--tasks", "0",
+               "--episodes", "1", "--profile", "smoke"]
+    res = runner.invoke(app, [*rollout, "--set", "sim.object_state=full"])
+    assert res.exit_code != 0 and "sim.object_state=goal" in res.output
+    res = runner.invoke(app, rollout)
+    assert res.exit_code == 0, res.output
+    rows = _query("select count(*) as n, count(error) as errors from episodes where policy = 'model'")
+    assert rows == [{"n": 1, "errors": 0}]
+
+
 def test_bad_rollout_arguments(home):
     res = runner.invoke(app, ["rollout", "--policy", "runs:/abc/model"])
     assert res.exit_code == 2 and "runs:/ URIs are not supported" in res.output

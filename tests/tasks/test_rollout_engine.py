@@ -86,19 +86,31 @@ def test_duplicate_requests_refused(ray_local):
 
 
 class CountingPolicy:
-    """A FAKE policy for engine tests: constant small actions, records its batch sizes."""
+    """A FAKE policy for engine tests: constant small actions, records its batch sizes and query keys."""
 
     requires_images = True
+    accepts_episode_keys = True
 
     def __init__(self):
-        self.batches = []
+        self.batches, self.keys = [], []
 
-    def act(self, observations, instructions):
+    def act(self, observations, instructions, keys=None):
         import numpy as np
 
         assert all(o.images for o in observations), "query observations must carry images"
         self.batches.append(len(observations))
+        self.keys.extend(keys or [])
         return np.full((len(observations), 4, 7), 0.1, np.float32)
+
+
+class KeyLog:
+    """Picklable factory of one CountingPolicy whose keys the test reads back (driver placement only)."""
+
+    def __init__(self):
+        self.policy = CountingPolicy()
+
+    def __call__(self):
+        return self.policy
 
 
 def test_batched_policy_driver_and_actor(ray_local, tmp_path):
@@ -109,7 +121,7 @@ def test_batched_policy_driver_and_actor(ray_local, tmp_path):
         engine = RolloutEngine(ray_local, functools.partial(FakeEnv, length=10), BehaviourSpec("external"), num_workers=2)
         handle = PolicyHandle(ray_local, CountingPolicy, placement)
         try:
-            stats = run_batched(engine, handle, _requests(4), writer, dataset_id="t")
+            stats = run_batched(engine, handle, _requests(4), writer, dataset_id="t", lockstep=True)
         finally:
             engine.shutdown()
             handle.close()
@@ -118,6 +130,26 @@ def test_batched_policy_driver_and_actor(ray_local, tmp_path):
         assert [r[1] for r in rows] == [True, False, True, False] and all(r[2] == 10 for r in rows)
         assert max(handle.batch_sizes) == 2  # both workers' observations in one call
         assert handle.calls == 2 * 3  # two rounds of episodes, ceil(10 / 4) chunks each
+
+
+def test_ready_first_queries_key_each_episode_by_itself(ray_local, tmp_path):
+    """Ready-first or lockstep, 1 or 2 workers: every episode's queries carry the same keys (its own)."""
+    from tasks.batched_rollouts import PolicyHandle, query_key, run_batched
+
+    reqs = _requests(4)
+    expected = sorted(query_key(r, q) for r in reqs for q in range(3))  # ceil(10 / 4) queries per episode
+    for workers, lockstep in ((2, False), (1, True)):
+        engine = RolloutEngine(ray_local, functools.partial(FakeEnv, length=10), BehaviourSpec("external"),
+                               num_workers=workers)
+        log = KeyLog()
+        handle = PolicyHandle(ray_local, log, "driver")
+        try:
+            stats = run_batched(engine, handle, reqs, LakeWriter(tmp_path / f"{workers}"), dataset_id="t",
+                                lockstep=lockstep)
+        finally:
+            engine.shutdown()
+        assert stats.done == 4 and sorted(log.policy.keys) == expected
+        assert sum(handle.batch_sizes) == 4 * 3
 
 
 def test_batched_rollouts_can_execute_part_of_each_chunk(ray_local, tmp_path):
@@ -130,7 +162,7 @@ def test_batched_rollouts_can_execute_part_of_each_chunk(ray_local, tmp_path):
                             execute_actions=2)
     finally:
         engine.shutdown()
-    assert stats.done == 2 and handle.calls == 5  # both episodes at once, ceil(10 / 2) queries
+    assert stats.done == 2 and sum(handle.batch_sizes) == 2 * 5  # ceil(10 / 2) queries per episode
 
 
 def test_batched_worker_abort_is_retried_and_raising_episode_recorded(ray_local, tmp_path):

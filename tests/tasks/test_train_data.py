@@ -44,6 +44,7 @@ def test_one_training_config_preset_recipe_then_overrides():
     assert refine.mix_fractions("refine") == pytest.approx((0.2, 0.4, 0.4))
     paper = training_config(load_config("paper"), get_config("2b").train, "base")
     assert (paper.lr, paper.lr_schedule, paper.batch_size, paper.steps) == (1e-4, "constant", 1920, 40000)
+    assert training_config(load_config("cpu", None, ["train.augment_shift=0.25"]), tiny, "base").augment_shift == 0.25
     with pytest.raises(ModelSetupError, match="not divisible"):
         training_config(load_config("cpu", None, ["train.num_workers=3"]), tiny, "base")
 
