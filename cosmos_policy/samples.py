@@ -40,6 +40,8 @@ class EpisodeArrays:
         is_demo: demonstration (True) or rollout (False).
         object_state: ``(T, S)`` float32 privileged object state, optional.
         length: T; defaults to ``len(actions)``.
+        expert_actions: ``(T, A)`` float32, optional: the expert's un-noised actions where the executed ones were
+            perturbed (a perturbed-expert demo); policy samples learn these, world-model samples the executed ones.
     """
 
     images: Mapping[str, np.ndarray]
@@ -51,6 +53,7 @@ class EpisodeArrays:
     is_demo: bool
     object_state: np.ndarray | None = None
     length: int | None = None
+    expert_actions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.image_steps = np.asarray(self.image_steps, dtype=np.int64)
@@ -81,6 +84,7 @@ class EpisodeLatents:
     is_demo: bool
     length: int
     object_state: np.ndarray | None = None
+    expert_actions: np.ndarray | None = None
 
     @classmethod
     def from_arrays(cls, episode: EpisodeArrays, latents: Mapping[str, np.ndarray]) -> EpisodeLatents:
@@ -88,7 +92,8 @@ class EpisodeLatents:
         return cls(latents, episode.image_steps, np.asarray(episode.proprio, np.float32),
                    np.asarray(episode.actions, np.float32), bool(episode.success), episode.instruction,
                    bool(episode.is_demo), int(episode.length or len(episode.actions)),
-                   None if episode.object_state is None else np.asarray(episode.object_state, np.float32))
+                   None if episode.object_state is None else np.asarray(episode.object_state, np.float32),
+                   None if episode.expert_actions is None else np.asarray(episode.expert_actions, np.float32))
 
 
 def encode_episode(tokenizer: Tokenizer, episode: EpisodeArrays, cameras: Sequence[str] | None = None,
@@ -242,6 +247,8 @@ def sample_rows(ep: EpisodeLatents, layout: LatentLayout, gamma: float = 0.99,
     rows["future_proprio"] = np.asarray(ep.proprio, np.float32)[tf]
     chunk = np.minimum(ts[:, None] + np.arange(k)[None, :], ep.length - 1)
     rows["actions"] = np.asarray(ep.actions, np.float32)[chunk]
+    labels = ep.actions if ep.expert_actions is None else ep.expert_actions
+    rows["expert_actions"] = np.asarray(labels, np.float32)[chunk]
     rows["value"] = np.array([value_target(int(f), ep.length, ep.success, gamma) for f in tf], np.float32)
     rows["success"] = np.full(len(ts), bool(ep.success))
     rows["is_demo"] = np.full(len(ts), bool(ep.is_demo))
@@ -279,7 +286,11 @@ def batch_from_rows(rows: Mapping[str, np.ndarray], sample_types: Sequence[Sampl
         if "object_state" not in rows or stats.object_state is None:
             raise ValueError("layout has an object_state slot: rows and stats need object_state")
         obj = tensor(stats.object_state.normalize(rows["object_state"]))
-    actions = tensor(stats.action.normalize(rows["actions"]))
+    executed = np.asarray(rows["actions"], np.float32)
+    if "expert_actions" in rows:  # policy samples learn the expert's labels; world-model/value samples what ran
+        is_policy = np.array([t == "policy" for t in sample_types])[:, None, None]
+        executed = np.where(is_policy, np.asarray(rows["expert_actions"], np.float32), executed)
+    actions = tensor(stats.action.normalize(executed))
     values = tensor(rows["value"])
     latents = assemble_latents(
         layout, {c: tensor(rows[f"latent.{c}"]) for c in layout.camera_names},

@@ -53,6 +53,10 @@ class SimConfig(_Section):
 class DemoConfig(_Section):
     per_task: int = Field(5, ge=1)
     image_every: int = Field(4, ge=1)  # render cameras every k-th step of a demo
+    # Perturbed-expert demos (DART): Gaussian noise of this std (action units) on the executed arm actions while the
+    # closed-loop expert keeps correcting; its own actions are stored as the policy's labels (`expert_action`), so
+    # the demos cover recovery from states a clean expert never visits. 0 = clean demos.
+    action_noise: float = Field(0.0, ge=0, le=1)
 
 
 class ModelConfig(_Section):

@@ -40,6 +40,12 @@ def select_episodes(layout: LakeLayout, where: str = "true", limit: int | None =
         con.close()
 
 
+def _optional_column(steps: pa.Table, name: str) -> np.ndarray | None:
+    """A nullable per-step vector column as ``(T, D)`` float32, or None unless every step has it."""
+    values = steps.column(name).to_pylist()
+    return None if any(v is None for v in values) else np.asarray(values, np.float32)
+
+
 def _episode_from_steps(row: dict, steps: pa.Table, cameras: Sequence[str]) -> EpisodeArrays:
     t = steps.column("t").to_numpy()
     if len(t) != row["length"] or not np.array_equal(t, np.arange(len(t))):
@@ -47,8 +53,7 @@ def _episode_from_steps(row: dict, steps: pa.Table, cameras: Sequence[str]) -> E
                                f"{row['length']}")
     proprio = np.asarray(steps.column("proprio").to_pylist(), np.float32)
     actions = np.asarray(steps.column("action").to_pylist(), np.float32)
-    obj_col = steps.column("object_state").to_pylist()
-    object_state = None if any(v is None for v in obj_col) else np.asarray(obj_col, np.float32)
+    object_state = _optional_column(steps, "object_state")
     image_steps, images = [], {c: [] for c in cameras}
     for step, entry in zip(t, steps.column("images").to_pylist(), strict=True):
         pngs = dict(entry or [])
@@ -66,7 +71,7 @@ def _episode_from_steps(row: dict, steps: pa.Table, cameras: Sequence[str]) -> E
     return EpisodeArrays(images={c: np.stack(v) for c, v in images.items()}, image_steps=np.asarray(image_steps),
                          proprio=proprio, actions=actions, success=bool(row["success"]),
                          instruction=row["instruction"], is_demo=row["source"] == "demo",
-                         object_state=object_state)
+                         object_state=object_state, expert_actions=_optional_column(steps, "expert_action"))
 
 
 def _steps_by_episode(con, ids: Sequence[str], columns: str) -> Iterator[tuple[str, pa.Table]]:
@@ -92,7 +97,7 @@ def read_episode_arrays(layout: LakeLayout, episodes: pa.Table, cameras: Sequenc
     try:
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
-            parts = _steps_by_episode(con, [r["episode_id"] for r in chunk], "proprio, action, images, object_state")
+            parts = _steps_by_episode(con, [r["episode_id"] for r in chunk], "proprio, action, images, object_state, expert_action")
             for row, (episode_id, steps) in zip(chunk, parts, strict=True):
                 yield episode_id, _episode_from_steps(row, steps, cameras)
     finally:
@@ -100,15 +105,16 @@ def read_episode_arrays(layout: LakeLayout, episodes: pa.Table, cameras: Sequenc
 
 
 def read_episode_vectors(layout: LakeLayout, episode_ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """``episode_id -> {"proprio", "actions", "object_state" (or None)}`` (no images) in one DuckDB query."""
+    """``episode_id -> {"proprio", "actions", "object_state", "expert_actions"}`` (the last two None when absent;
+    no images) in one DuckDB query."""
     con = connect(layout)
     try:
         out = {}
-        for episode_id, part in _steps_by_episode(con, episode_ids, "proprio, action, object_state"):
-            obj = part.column("object_state").to_pylist()
+        for episode_id, part in _steps_by_episode(con, episode_ids, "proprio, action, object_state, expert_action"):
             out[episode_id] = {"proprio": np.asarray(part.column("proprio").to_pylist(), np.float32),
                                "actions": np.asarray(part.column("action").to_pylist(), np.float32),
-                               "object_state": None if any(v is None for v in obj) else np.asarray(obj, np.float32)}
+                               "object_state": _optional_column(part, "object_state"),
+                               "expert_actions": _optional_column(part, "expert_action")}
         return out
     finally:
         con.close()

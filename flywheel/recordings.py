@@ -54,4 +54,7 @@ def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamm
     # The recorder keeps rows aligned (len(proprio) == len(actions)); EpisodeData checks it.
     images = {cam: {int(t): frames[i] for i, t in enumerate(rec.image_steps)}
               for cam, frames in rec.images.items() if len(frames)}
-    return EpisodeData(meta, np.asarray(rec.proprio), np.asarray(rec.actions), images, rec.object_state)
+    actions = np.asarray(rec.actions)
+    clean = rec.clean_actions
+    expert = None if clean is None or np.array_equal(np.asarray(clean, np.float32), actions.astype(np.float32)) else clean
+    return EpisodeData(meta, np.asarray(rec.proprio), actions, images, rec.object_state, expert)

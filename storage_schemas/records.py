@@ -102,6 +102,8 @@ class EpisodeData:
         actions: ``(T, A)`` float32.
         images: camera -> {t: PNG bytes or ``(H, W, 3)`` uint8 array}; only rendered steps.
         object_state: optional ``(T, S)`` float32 privileged state.
+        expert_actions: optional ``(T, A)`` float32: the expert's un-noised actions where ``actions`` (what was
+            executed) were perturbed.
     """
 
     meta: EpisodeMeta
@@ -109,6 +111,7 @@ class EpisodeData:
     actions: np.ndarray
     images: Mapping[str, Mapping[int, bytes | np.ndarray]] = field(default_factory=dict)
     object_state: np.ndarray | None = None
+    expert_actions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.proprio = np.asarray(self.proprio, dtype=np.float32)
@@ -123,6 +126,11 @@ class EpisodeData:
             self.object_state = np.asarray(self.object_state, dtype=np.float32)
             if len(self.object_state) != len(self.actions):
                 raise ValueError(f"episode {self.meta.episode_id}: object_state has {len(self.object_state)} rows")
+        if self.expert_actions is not None:
+            self.expert_actions = np.asarray(self.expert_actions, dtype=np.float32)
+            if self.expert_actions.shape != self.actions.shape:
+                raise ValueError(f"episode {self.meta.episode_id}: expert_actions {self.expert_actions.shape} vs "
+                                 f"actions {self.actions.shape}")
         for cam, frames in self.images.items():
             bad = [t for t in frames if not 0 <= t < len(self.actions)]
             if bad:
@@ -249,14 +257,8 @@ def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Ta
         if e.length:
             dones[end] = True
             rewards[end] = 1.0 if e.meta.success else 0.0
-    has_state = [e.object_state is not None for e in episodes]
-    if any(has_state):
-        state_mask = np.repeat(np.array(has_state), lengths)
-        state = _list_array([e.object_state if e.object_state is not None else np.zeros((e.length, 0), np.float32)
-                             for e in episodes])
-        state = pa.ListArray.from_arrays(state.offsets, state.values, mask=pa.array(~state_mask))
-    else:
-        state = pa.nulls(n, type=pa.list_(pa.float32()))
+    state = _optional_rows([e.object_state for e in episodes], lengths, n)
+    expert = _optional_rows([e.expert_actions for e in episodes], lengths, n)
     step_cols = {
         "episode_id": _repeat([m.episode_id for m in metas], reps, pa.string()),
         "schema_version": pa.array(np.full(n, SCHEMA_VERSION, np.int16)),
@@ -269,10 +271,21 @@ def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Ta
         "value_target": pa.array(np.concatenate([e.value_targets() for e in episodes]) if n else np.zeros(0, np.float32)),
         "images": _images_column(episodes, n),
         "object_state": state,
+        "expert_action": expert,
     }
     steps_table = pa.Table.from_pydict(step_cols, schema=STEPS_SCHEMA)
     steps_table = _with_partitions(steps_table, metas, lengths)
     return ep_table, steps_table
+
+
+def _optional_rows(per_episode: Sequence[np.ndarray | None], lengths: Sequence[int], n: int) -> pa.Array:
+    """A nullable list column: each episode's ``(T, D)`` rows, or nulls for episodes without."""
+    present = [x is not None for x in per_episode]
+    if not any(present):
+        return pa.nulls(n, type=pa.list_(pa.float32()))
+    mask = np.repeat(np.array(present), lengths)
+    arr = _list_array([x if x is not None else np.zeros((L, 0), np.float32) for x, L in zip(per_episode, lengths, strict=True)])
+    return pa.ListArray.from_arrays(arr.offsets, arr.values, mask=pa.array(~mask))
 
 
 def _with_partitions(table: pa.Table, metas: Sequence[EpisodeMeta], repeats: Sequence[int]) -> pa.Table:

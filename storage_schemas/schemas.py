@@ -55,6 +55,9 @@ STEPS_SCHEMA = pa.schema(
         # PNG bytes per camera, only on steps whose cameras were rendered (null otherwise).
         pa.field("images", pa.map_(pa.string(), pa.binary())),
         pa.field("object_state", pa.list_(pa.float32())),  # privileged state when the simulator gives it
+        # The expert's own (un-noised) action where the executed `action` was perturbed (perturbed-expert demos,
+        # noisy-expert rollouts): the policy's label; null elsewhere. Files written before it read it as null.
+        pa.field("expert_action", pa.list_(pa.float32())),
     ],
     metadata=_META,
 )

@@ -31,14 +31,29 @@ def connect(layout: LakeLayout, database: str = ":memory:") -> duckdb.DuckDBPyCo
         name = str(table)
         if layout.parts(table):
             types = ", ".join(f"'{k}': {_DUCK_TYPES[k]}" for k in partition_keys(table))
-            con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{layout.glob(table)}', "
-                f"hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})"
-            )
+            source = (f"read_parquet('{layout.glob(table)}', hive_partitioning = true, union_by_name = true, "
+                      f"hive_types = {{{types}}})")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
+            added = _missing_columns(con, name, table)
+            if added:  # files written before a nullable column existed: it reads as null
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, {added} FROM {source}")
         else:  # no files yet: an empty relation with the right columns, so queries still bind
             con.register(f"_{name}_empty", _empty(table))
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _{name}_empty")
     return con
+
+
+def _missing_columns(con: duckdb.DuckDBPyConnection, view: str, table: Table) -> str:
+    """``NULL::<type> AS <column>`` for every schema column the view's files lack ("" when none)."""
+    have = {row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()}
+    empty = _empty(table)
+    missing = [f.name for f in empty.schema if f.name not in have]
+    if not missing:
+        return ""
+    con.register("_schema_probe", empty.select(missing))
+    duck = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE _schema_probe)").fetchall())
+    con.unregister("_schema_probe")
+    return ", ".join(f"NULL::{duck[c]} AS {c}" for c in missing)
 
 
 def _wilson_sql(s: str, n: str) -> tuple[str, str]:

@@ -68,7 +68,8 @@ class EnvWorker:
         from sims.expert.policy import NoiseConfig, ScriptedExpert
 
         noise = NoiseConfig(action_noise=b.noise_std, perturb_prob=b.perturb_prob) if b.kind == "noisy_expert" else None
-        return ScriptedExpert([self.env], noise=noise, seed=self.worker_index)
+        # Noise is keyed on the episode's (task, init state, seed), not on the worker that runs it.
+        return ScriptedExpert([self.env], noise=noise, seed=0)
 
     def ping(self) -> tuple[int, int, int]:
         """(pid, action_dim, proprio_dim)."""

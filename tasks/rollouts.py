@@ -174,8 +174,12 @@ def run_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, policy: str, ep
 def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int, task_ids: Sequence[int] | None = None,
                    num_workers: int | None = None, on_episode: ProgressFn | None = None,
                    on_start: Callable[[int], None] | None = None) -> RolloutSummary:
-    """Scripted-expert demonstrations: every attempt is counted, only successful episodes are written (as demos)."""
-    engine = _engine(cfg, ws, suite, BehaviourSpec("expert"), num_workers or cfg.rollout.num_workers)
+    """Scripted-expert demonstrations: every attempt is counted, only successful episodes are written (as demos).
+    With ``demos.action_noise``, perturbed-expert demos: the executed actions are noisy, the expert's own are stored
+    as the policy's labels."""
+    noise = cfg.demos.action_noise
+    behaviour = BehaviourSpec("noisy_expert", noise_std=noise, perturb_prob=0.0) if noise else BehaviourSpec("expert")
+    engine = _engine(cfg, ws, suite, behaviour, num_workers or cfg.rollout.num_workers)
     written = 0
 
     def keep(rec: EpisodeRecording) -> bool:
@@ -186,7 +190,8 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
 
     try:
         reqs = _task_requests(engine, cfg, suite, task_ids, per_task, "train", iteration=0, source=Source.DEMO,
-                              policy="expert", seed=cfg.seed, image_every=cfg.demos.image_every)
+                              policy="noisy_expert" if noise else "expert", seed=cfg.seed,
+                              image_every=cfg.demos.image_every)
         if on_start:
             on_start(len(reqs))
         stats = engine.run(reqs, LakeWriter(ws.lake), dataset_id=f"expert-demos-{suite}", gamma=cfg.model.gamma,
@@ -317,13 +322,15 @@ def inference_settings(cfg: FlywheelConfig, planning: bool) -> str:
 
 
 def check_object_state(layout, cfg: FlywheelConfig, suite: str) -> None:
-    """A model with the privileged object-state frame needs the environments to report LIBERO's goal state."""
+    """A model with the privileged object-state frame needs the environments to report LIBERO's goal state
+    (raises ``RegistryError`` otherwise)."""
     from sims.scene import GOAL_STATE_DIM
+    from tasks.registry import RegistryError
 
     if not layout.object_state_dim:
         return
     if not suite.startswith("libero") or cfg.sim.object_state != "goal" or layout.object_state_dim != GOAL_STATE_DIM:
-        raise ValueError(f"this model conditions on a {layout.object_state_dim}-float object state: it needs a LIBERO "
+        raise RegistryError(f"this model conditions on a {layout.object_state_dim}-float object state: it needs a LIBERO "
                          f"suite with sim.object_state=goal ({GOAL_STATE_DIM} floats); got suite {suite!r}, "
                          f"sim.object_state={cfg.sim.object_state}")
 

@@ -124,7 +124,7 @@ def read_samples(batch: Mapping[str, np.ndarray], lake_root: str, cache_folder: 
         v = vectors[episode_id]
         ep = EpisodeLatents(latents, image_steps, v["proprio"], v["actions"], bool(batch["success"][i]),
                             str(batch["instruction"][i]), bool(batch["is_demo"][i]), int(batch["length"][i]),
-                            v["object_state"])
+                            v["object_state"], v["expert_actions"])
         rows = sample_rows(ep, lay, gamma)
         if len(rows["t"]):
             parts.append(rows)

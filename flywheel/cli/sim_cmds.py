@@ -109,7 +109,14 @@ def rollout(
     Model episodes record the model's version: NAME/vN for a registered model, sha-<digest> for a folder.
     """
     from tasks.registry import RegistryError, check_layout
-    from tasks.rollouts import BEHAVIOURS, resolve_checkpoint, run_model_rollouts, run_rollouts, system_label
+    from tasks.rollouts import (
+        BEHAVIOURS,
+        check_object_state,
+        resolve_checkpoint,
+        run_model_rollouts,
+        run_rollouts,
+        system_label,
+    )
 
     _check_suite(suite)
     if episodes < 1:
@@ -134,7 +141,7 @@ def rollout(
         except RegistryError as exc:
             hint = "" if ":/" in policy else "expected expert, noisy-expert, random, a checkpoint folder or models:/...; "
             raise UserError(f"--policy: {hint}{exc}") from None
-        check_layout(model.path, suite, chunk_size=cfg.model.chunk_size)  # before Ray starts
+        check_object_state(check_layout(model.path, suite, chunk_size=cfg.model.chunk_size), cfg, suite)  # before Ray
         judge = None
         if planning_model:
             try:

@@ -78,6 +78,26 @@ def test_build_batch_injects_targets(episode_latents, stats, tiny_config):
     assert len(sample_index(episode_latents, 16)) == 3 + 3 + 4 + 4
 
 
+def test_policy_samples_learn_the_expert_labels_world_model_samples_the_executed_actions(tiny_config, tokenizer):
+    from dataclasses import replace
+
+    from cosmos_policy.normalization import compute_stats
+    from cosmos_policy.samples import encode_episode
+    from tests.cosmos_policy.conftest import make_episode
+
+    lay = tiny_config.layout
+    ep = make_episode(lay, np.random.default_rng(2))
+    labels = np.clip(ep.actions + 0.3, -1, 1).astype(np.float32)
+    lat = encode_episode(tokenizer, replace(ep, expert_actions=labels))
+    st = compute_stats([ep.proprio], [ep.actions])
+    batch = build_batch([lat], [SampleSpec(0, 0, "policy"), SampleSpec(0, 0, "world_model")], lay, st)
+    k = lay.chunk_size
+    assert torch.allclose(batch.actions[0], torch.from_numpy(st.action.normalize(labels[:k])), atol=1e-6)
+    assert torch.allclose(batch.actions[1], torch.from_numpy(st.action.normalize(ep.actions[:k])), atol=1e-6)
+    clean = build_batch([encode_episode(tokenizer, ep)], [SampleSpec(0, 0, "policy")], lay, st)
+    assert torch.allclose(clean.actions[0], batch.actions[1])  # without labels, the executed actions
+
+
 def test_object_state_slot_is_opt_in(tiny_config, tokenizer):
     from cosmos_policy.normalization import compute_stats
     from cosmos_policy.samples import encode_episode

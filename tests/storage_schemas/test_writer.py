@@ -138,3 +138,26 @@ def test_png_roundtrip():
     np.testing.assert_array_equal(decode_png(encode_png(img)), img)
     with pytest.raises(ValueError):
         encode_png(img.astype(np.float32))
+
+
+def test_expert_actions_round_trip_and_older_files_read_null(tmp_path):
+    """``expert_action`` holds a perturbed demo's labels; episodes without it, and files written before the column
+    existed, read as null."""
+    from dataclasses import replace
+
+    w = LakeWriter(tmp_path)
+    labelled = make_episode(0, T=6)
+    labelled = replace(labelled, expert_actions=labelled.actions + 0.5)
+    w.write_episodes([labelled, make_episode(1, T=4)])
+    con = connect(w.layout)
+    rows = con.sql("select episode_id, count(expert_action) from steps group by 1 order by 2").fetchall()
+    assert [n for _, n in rows] == [0, 6]
+    got = con.sql(f"select expert_action from steps where episode_id = '{labelled.meta.episode_id}' order by t").fetchall()
+    np.testing.assert_allclose(np.array([r[0] for r in got]), labelled.actions + 0.5, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="expert_actions"):
+        replace(make_episode(2), expert_actions=np.zeros((3, 7)))
+    for f in (tmp_path / "steps").rglob("*.parquet"):  # what a lake written before the column looks like
+        pq.write_table(pq.read_table(f).drop_columns(["expert_action"]), f)
+    con = connect(w.layout)
+    assert con.sql("select count(*), count(expert_action), any_value(typeof(expert_action)) from steps").fetchall() == [
+        (10, 0, "FLOAT[]")]

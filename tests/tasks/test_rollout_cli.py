@@ -48,14 +48,20 @@ def test_demos_then_expert_and_random_rollouts(home, ray_local):
     assert _query("select count(*) as n from episodes where source = 'rollout'")[0]["n"] == 4
 
 
-def test_object_state_model_sees_the_goal_state(home, ray_local, tmp_path):
-    """Demos record LIBERO's 20-float goal state (``sim.object_state=goal``, the default) and its statistics; a model
-    with the object-state frame starts from them and rolls out with it; a ``full`` object state is refused first."""
+def test_perturbed_goal_state_demos_feed_an_object_state_model(home, ray_local, tmp_path):
+    """Perturbed-expert demos (``demos.action_noise``) store the expert's own actions as labels; demos record
+    LIBERO's 20-float goal state (``sim.object_state=goal``, the default) and its statistics; a model with the
+    object-state frame starts from them and rolls out with it; a ``full`` object state is refused first."""
     res = runner.invoke(app, ["demos", "generate", "--suite", "libero_object", "--tasks", "0", "--per-task", "1",
-                              "--profile", "smoke"])
+                              "--profile", "smoke", "--set", "demos.action_noise=0.1"])
     assert res.exit_code == 0, res.output
     stats = json.loads((home / "lake" / "meta" / "stats" / "libero_object.json").read_text())
     assert len(stats["object_state"]["min"]) == 20
+    demo = _query("select e.policy, count(*) as n, count(s.expert_action) as labelled, "
+                  "avg(abs(s.action[1] - s.expert_action[1])) as gap from episodes e join steps s using (episode_id) "
+                  "where e.source = 'demo' group by 1")
+    assert len(demo) == 1 and demo[0]["policy"] == "scripted_expert_noisy" and demo[0]["n"] == demo[0]["labelled"]
+    assert 0.02 < demo[0]["gap"] < 0.2  # |N(0, 0.1)| averages 0.08 (less where clipped)
     obj = ["--set", "model.object_state=true"]
     res = runner.invoke(app, ["model", "init", "--suite", "libero_object", "--profile", "smoke", *obj,
                               "--out", str(tmp_path / "init")])
