@@ -234,7 +234,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # A meaningful cycle on a 2-core CPU (tens of minutes).
     "cpu": {
         "sim": {"suites": ["libero_object"], "tasks": [0, 1], "image_size": 64, "antialias": False},
-        "demos": {"per_task": 10, "image_every": 4},
+        # Perturbed-expert demos: held-out 11/20 vs 0/20 for clean demos, same recipe and seeds (docs/learning.md).
+        "demos": {"per_task": 10, "image_every": 4, "action_noise": 0.15},
         # Re-query after 8 of the 16 actions: held-out 12/40 vs 8/40 for the whole chunk, same model and seeds.
         "model": {"execute_actions": 8},
         # 80% policy samples: held-out 8/40 vs 3/40 for the paper's 50/25/25 at the same 12,414 steps (docs/learning.md).
