@@ -138,14 +138,14 @@ class CosmosPolicy:
             raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
         if keys is not None and len(keys) != len(observations):
             raise ValueError(f"{len(keys)} keys for {len(observations)} observations")
-        seed = row_seed(self.seed, self.calls)
-        self.calls += 1
-        current = self.current_latents(observations)
-        text = self.model.encode_text(instructions)
         if keys is not None:
             seeds = [row_seed(self.seed, int(k)) for k in keys]
         else:
-            seeds = [row_seed(seed, i) for i in range(len(observations))]
+            call_seed = row_seed(self.seed, self.calls)
+            seeds = [row_seed(call_seed, i) for i in range(len(observations))]
+        self.calls += 1
+        current = self.current_latents(observations)
+        text = self.model.encode_text(instructions)
         if self.planning:
             self.last_plan = plan(self.model, current, text, self.planner, seed=seeds, planning_model=self.planning_model)
             actions = self.last_plan.actions

@@ -286,11 +286,11 @@ def batch_from_rows(rows: Mapping[str, np.ndarray], sample_types: Sequence[Sampl
         if "object_state" not in rows or stats.object_state is None:
             raise ValueError("layout has an object_state slot: rows and stats need object_state")
         obj = tensor(stats.object_state.normalize(rows["object_state"]))
-    executed = np.asarray(rows["actions"], np.float32)
+    raw_actions = np.asarray(rows["actions"], np.float32)
     if "expert_actions" in rows:  # policy samples learn the expert's labels; world-model/value samples what ran
         is_policy = np.array([t == "policy" for t in sample_types])[:, None, None]
-        executed = np.where(is_policy, np.asarray(rows["expert_actions"], np.float32), executed)
-    actions = tensor(stats.action.normalize(executed))
+        raw_actions = np.where(is_policy, np.asarray(rows["expert_actions"], np.float32), raw_actions)
+    actions = tensor(stats.action.normalize(raw_actions))
     values = tensor(rows["value"])
     latents = assemble_latents(
         layout, {c: tensor(rows[f"latent.{c}"]) for c in layout.camera_names},
