@@ -161,6 +161,9 @@ class PlannerConfig:
         mode: ``"model_based"`` (V(s') after world-model samples) or ``"q"`` (model-free Q(s, a): value read
             from ``num_world_samples * num_value_samples`` world-model-conditioned samples, no future pass).
         max_batch_size: rows per denoiser forward; larger planning batches are split.
+        world_model_steps, value_steps: solver steps of the world-model and value stages (``None``: the model's
+            ``sampler.num_steps``, which the candidates' action stage always uses). ``0`` is one network call at
+            σ_max returning the clean estimate: the reference's LIBERO planning setting (one denoising step each).
     """
 
     num_candidates: int = 8
@@ -170,9 +173,15 @@ class PlannerConfig:
     minority_score: Literal["failure_mean", "zero"] = "failure_mean"
     mode: Literal["model_based", "q"] = "model_based"
     max_batch_size: int = 256
+    world_model_steps: int | None = None
+    value_steps: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive(self, "num_candidates", "num_world_samples", "num_value_samples", "max_batch_size")
+        for name in ("world_model_steps", "value_steps"):
+            steps = getattr(self, name)
+            if steps is not None and steps < 0:
+                raise ValueError(f"{name} must be >= 0 or None, got {steps}")
         _check_choice("minority_score", self.minority_score, ("failure_mean", "zero"))
         _check_choice("mode", self.mode, ("model_based", "q"))
 

@@ -26,29 +26,31 @@ from cosmos_policy.samples import TrainingBatch
 
 
 def _generate(model: CosmosPolicyModel, batch: TrainingBatch, sample_type: str, seed: int,
-              max_batch_size: int) -> torch.Tensor:
+              max_batch_size: int, num_steps: int | None = None) -> torch.Tensor:
     b = len(batch)
     latents = batch.latents.to(model.device)
     text = batch.text.to(model.device) if batch.text is not None else model.encode_text(batch.instructions)
     noise = seeded_noise(latents.shape[1:], [row_seed(seed, i) for i in range(b)], model.device)
     return model.generate(latents, model.condition_masks(sample_type, b), text, noise,  # type: ignore[arg-type]
-                          max_batch_size=max_batch_size)
+                          max_batch_size=max_batch_size, num_steps=num_steps)
 
 
 @torch.no_grad()
 def predict_values(model: CosmosPolicyModel, batch: TrainingBatch, seed: int = 0, num_samples: int = 1,
-                   max_batch_size: int = 64) -> torch.Tensor:
-    """Predicted value in [0, 1] of each sample's real future state, ``(B,)`` (mean of ``num_samples`` draws)."""
-    draws = [model.extract_value(_generate(model, batch, "value", row_seed(seed, k), max_batch_size))
+                   max_batch_size: int = 64, num_steps: int | None = None) -> torch.Tensor:
+    """Predicted value in [0, 1] of each sample's real future state, ``(B,)`` (mean of ``num_samples`` draws);
+    ``num_steps``: solver steps (None: the model's sampler; 0: one call at σ_max, as the planner judges)."""
+    draws = [model.extract_value(_generate(model, batch, "value", row_seed(seed, k), max_batch_size, num_steps))
              for k in range(num_samples)]
     return torch.stack(draws).mean(0).cpu()
 
 
 @torch.no_grad()
 def world_model_errors(model: CosmosPolicyModel, batch: TrainingBatch, seed: int = 0,
-                       max_batch_size: int = 64) -> torch.Tensor:
-    """Per-sample MSE ``(B,)`` between sampled and real future frames (images and proprio, latent units)."""
-    out = _generate(model, batch, "world_model", seed, max_batch_size)
+                       max_batch_size: int = 64, num_steps: int | None = None) -> torch.Tensor:
+    """Per-sample MSE ``(B,)`` between sampled and real future frames (images and proprio, latent units);
+    ``num_steps`` as in :func:`predict_values`."""
+    out = _generate(model, batch, "world_model", seed, max_batch_size, num_steps)
     future = list(model.layout.future_indices)
     real = batch.latents.to(out.device)[:, :, future]
     return (out[:, :, future] - real).pow(2).flatten(1).mean(1).cpu()

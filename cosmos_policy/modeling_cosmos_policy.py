@@ -184,7 +184,8 @@ class CosmosPolicyModel(nn.Module):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def generate(self, cond_latents: torch.Tensor, cond_mask: torch.Tensor, text_emb: torch.Tensor,
-                 noise: torch.Tensor, max_batch_size: int | None = None) -> torch.Tensor:
+                 noise: torch.Tensor, max_batch_size: int | None = None, num_steps: int | None = None
+                 ) -> torch.Tensor:
         """Sample the generated frames given the conditioning frames (SPEC §3.6 sampler).
 
         Args:
@@ -193,12 +194,14 @@ class CosmosPolicyModel(nn.Module):
             text_emb: ``(B, L, D)``.
             noise: ``(B, C, T', H, W)`` standard normal.
             max_batch_size: rows per forward; ``None`` = all at once.
+            num_steps: solver steps (``None``: ``config.sampler.num_steps``); network calls are ``num_steps + 1``,
+                so ``0`` is a single call at σ_max.
 
         Returns:
             ``(B, C, T', H, W)`` float32 with conditioning frames equal to ``cond_latents``.
         """
         cfg = self.config.sampler
-        sigmas = sampling_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=cond_latents.device)
+        sigmas = sampling_sigmas(cfg.num_steps if num_steps is None else num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=cond_latents.device)
         sampler = get_sampler(cfg.solver)
         step = max_batch_size or cond_latents.shape[0]
         outs = []

@@ -97,10 +97,10 @@ class _CallCounter:
 
 
 def _stage(model: CosmosPolicyModel, cond: torch.Tensor, sample_type: str, text: torch.Tensor,
-           seeds: Sequence[int], max_batch_size: int) -> torch.Tensor:
+           seeds: Sequence[int], max_batch_size: int, num_steps: int | None = None) -> torch.Tensor:
     mask = model.condition_masks(sample_type, cond.shape[0])  # type: ignore[arg-type]
     noise = seeded_noise(cond.shape[1:], seeds, cond.device)
-    return model.generate(cond, mask, text, noise, max_batch_size=max_batch_size)
+    return model.generate(cond, mask, text, noise, max_batch_size=max_batch_size, num_steps=num_steps)
 
 
 def sample_chain(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, seeds: Sequence[int],
@@ -181,16 +181,16 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
             m = w * v
             ids_q = [(i, j, k) for i, j in ids for k in range(m)]
             x_q = _stage(judge, with_action.repeat_interleave(m, 0), "world_model", text_n.repeat_interleave(m, 0),
-                         [row_seed(*base[i], j, k, -1) for i, j, k in ids_q], mbs)
+                         [row_seed(*base[i], j, k, -1) for i, j, k in ids_q], mbs, config.world_model_steps)
             values = judge.extract_value(x_q).reshape(b, n, m)
         else:
             ids_w = [(i, j, k) for i, j in ids for k in range(w)]
             text_w = text_n.repeat_interleave(w, 0)
             x_wm = _stage(judge, with_action.repeat_interleave(w, 0), "world_model", text_w,
-                          [row_seed(*base[i], j, k) for i, j, k in ids_w], mbs)
+                          [row_seed(*base[i], j, k) for i, j, k in ids_w], mbs, config.world_model_steps)
             ids_v = [(i, j, k, q) for i, j, k in ids_w for q in range(v)]
             x_val = _stage(judge, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
-                           [row_seed(*base[i], j, k, q) for i, j, k, q in ids_v], mbs)
+                           [row_seed(*base[i], j, k, q) for i, j, k, q in ids_v], mbs, config.value_steps)
             values = judge.extract_value(x_val).reshape(b, n, w * v)
     finally:
         for counter in counters:

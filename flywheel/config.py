@@ -149,6 +149,10 @@ class EvalConfig(_Section):
     # Solver steps per sampling chain in rollouts, +1 clean call at sigma_min: 4 = the reference's 5 network calls
     # (held-out: 8/40 as with 6 calls, and ~17% less inference time; docs/learning.md).
     sampler_steps: int = Field(4, ge=1)
+    # Solver steps of the planner's world-model and value stages: 0 = one network call at sigma_max, the clean
+    # estimate (the reference's LIBERO setting, one denoising step each); the candidates keep sampler_steps.
+    world_model_steps: int = Field(0, ge=0)
+    value_steps: int = Field(0, ge=0)
 
 
 class CycleConfig(_Section):

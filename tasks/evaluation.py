@@ -122,7 +122,8 @@ def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, epi
                    seed: int = 0) -> OfflineScores:
     """Value-head ROC AUC (predicted value of the real next state vs the episode's real success), world-model
     future-latent MSE (all episodes, and failures only) and, on the clean scripted-expert episodes among them, the
-    sampled-chunk action L1 of ``model`` on recorded episodes."""
+    sampled-chunk action L1 of ``model`` on recorded episodes. The value and the future are sampled as the planner
+    samples them (``eval.value_steps``, ``eval.world_model_steps``), so the AUC describes the judge planning uses."""
     import torch
 
     from cosmos_policy.checkpoint_io import load_checkpoint
@@ -156,8 +157,8 @@ def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, epi
     rows = concat_rows(parts)
     batch = batch_from_rows(rows, ["value"] * len(rows["t"]), lay, stats)
     with torch.no_grad():
-        values = predict_values(net, batch, seed=seed).numpy()
-        errors = world_model_errors(net, batch, seed=seed).numpy()
+        values = predict_values(net, batch, seed=seed, num_steps=cfg.eval.value_steps).numpy()
+        errors = world_model_errors(net, batch, seed=seed, num_steps=cfg.eval.world_model_steps).numpy()
         action_l1, n_action = nan, 0
         if demo_parts:
             demo_rows = concat_rows(demo_parts)

@@ -205,11 +205,13 @@ def generate_demos(cfg: FlywheelConfig, ws: Workspace, suite: str, per_task: int
 
 def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num_world_samples: int,
                        num_value_samples: int, seed: int = 0, vae_path: str | None = None, t5_path: str | None = None,
-                       sampler_steps: int | None = None, planning_checkpoint: str | None = None):
+                       sampler_steps: int | None = None, planning_checkpoint: str | None = None,
+                       world_model_steps: int | None = None, value_steps: int | None = None):
     """Picklable policy factory (runs in the driver or in a policy actor); ``vae_path`` / ``t5_path``: the
     pretrained components found by :func:`tasks.registry.check_components`; ``sampler_steps``: solver steps of
     every sampling chain (``eval.sampler_steps``; None keeps the checkpoint's); ``planning_checkpoint``: a separate
-    planning model (world model + value) judging the policy's candidates."""
+    planning model (world model + value) judging the policy's candidates; ``world_model_steps`` / ``value_steps``:
+    solver steps of the planner's judging stages (``eval.world_model_steps``; None: ``sampler_steps``)."""
     import torch
 
     from cosmos_policy.policy import CosmosPolicy
@@ -222,7 +224,8 @@ def load_cosmos_policy(checkpoint: str, planning: bool, num_candidates: int, num
             model.config = replace(model.config, sampler=replace(model.config.sampler, num_steps=sampler_steps))
     if planning:
         policy = policy.with_planning(True, num_candidates=num_candidates, num_world_samples=num_world_samples,
-                                      num_value_samples=num_value_samples)
+                                      num_value_samples=num_value_samples, world_model_steps=world_model_steps,
+                                      value_steps=value_steps)
     return policy
 
 
@@ -290,6 +293,7 @@ def run_model_rollouts(cfg: FlywheelConfig, ws: Workspace, suite: str, checkpoin
             factory = functools.partial(load_cosmos_policy, str(resolved.path), planning, cfg.eval.num_candidates,
                                         cfg.eval.world_model_samples, cfg.eval.value_samples, cfg.seed + iteration,
                                         sampler_steps=cfg.eval.sampler_steps,
+                                        world_model_steps=cfg.eval.world_model_steps, value_steps=cfg.eval.value_steps,
                                         planning_checkpoint=str(judge.path) if judge else None, **components)
             handle = PolicyHandle(engine.ray, factory, placement or cfg.rollout.policy_placement)
             stats = run_batched(engine, handle, todo, LakeWriter(ws.lake), dataset_id=f"{source}-{suite}-it{iteration}",
@@ -313,11 +317,13 @@ def system_label(policy: ResolvedModel, planner: ResolvedModel | None) -> str:
 
 def inference_settings(cfg: FlywheelConfig, planning: bool) -> str:
     """The settings that change how a model acts, made part of its episodes' ids: actions executed per chunk,
-    solver steps and, with planning, candidates / world-model / value samples (``k16.s5.N4W1V2``)."""
+    solver steps and, with planning, candidates / world-model / value samples and the judging stages' solver steps
+    (``k16.s5.N4W1V2.j0.0``)."""
     k = cfg.model.execute_actions or cfg.model.chunk_size
     tag = f"k{k}.s{cfg.eval.sampler_steps}"
     if planning:
-        tag += f".N{cfg.eval.num_candidates}W{cfg.eval.world_model_samples}V{cfg.eval.value_samples}"
+        tag += (f".N{cfg.eval.num_candidates}W{cfg.eval.world_model_samples}V{cfg.eval.value_samples}"
+                f".j{cfg.eval.world_model_steps}.{cfg.eval.value_steps}")
     return tag
 
 

@@ -136,3 +136,33 @@ def test_value_of_the_future_state_alone(tiny_model, current):
     assert torch.allclose(losses[0], losses[1])
     with pytest.raises(ValueError, match="value_inputs"):
         replace(tiny_model.config, value_inputs="past")
+
+
+def test_judging_stages_take_their_own_solver_steps(tiny_model, current):
+    """The reference judges with one denoising step for the future and one for the value: ``0`` solver steps is a
+    single network call at σ_max, the candidates keep the model's sampler."""
+    latents, text = current
+    cfg = replace(tiny_model.config.planner, num_candidates=3, num_world_samples=1, num_value_samples=2)
+    full = plan(tiny_model, latents, text, cfg, seed=7)
+    cheap = plan(tiny_model, latents, text, replace(cfg, world_model_steps=0, value_steps=0), seed=7)
+    steps = tiny_model.config.sampler.num_steps
+    assert full.num_forward_calls == 3 * (steps + 1)
+    assert cheap.num_forward_calls == (steps + 1) + 1 + 1
+    assert torch.equal(cheap.candidates, full.candidates)  # proposals unchanged
+    assert not torch.allclose(cheap.values, full.values)
+    mixed = plan(tiny_model, latents, text, replace(cfg, world_model_steps=2, value_steps=None), seed=7)
+    assert mixed.num_forward_calls == (steps + 1) + 3 + (steps + 1)
+    with pytest.raises(ValueError, match="value_steps"):
+        replace(cfg, value_steps=-1)
+
+
+def test_one_call_at_sigma_max_returns_the_clean_estimate(tiny_model, current):
+    latents, text = current
+    mask = tiny_model.condition_masks("value", latents.shape[0])
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    out = tiny_model.generate(latents, mask, text, noise, num_steps=0)
+    sigma = torch.tensor(tiny_model.config.sampler.sigma_max)
+    seen = tiny_model.value_view(latents, mask)
+    expected = tiny_model.denoiser(noise * sigma, sigma, mask, seen, text)
+    gen = ~mask[0]
+    assert torch.allclose(out[:, :, gen], expected[:, :, gen], atol=1e-5)

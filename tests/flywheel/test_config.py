@@ -58,7 +58,8 @@ def test_inference_settings_make_different_model_episodes():
     assert req(["model.execute_actions=null"]).episode_id == base.episode_id  # same behaviour, same id
     variants = [req([]), req(["model.execute_actions=16", "eval.sampler_steps=5"]),
                 req(["model.execute_actions=16"], planning=True),
-                req(["model.execute_actions=16", "eval.num_candidates=2"], planning=True)]
+                req(["model.execute_actions=16", "eval.num_candidates=2"], planning=True),
+                req(["model.execute_actions=16", "eval.value_steps=4"], planning=True)]
     assert variants[0].settings == "k8.s4"  # the cpu profile re-queries after 8 actions
-    assert len({base.episode_id, *(r.episode_id for r in variants)}) == 5
-    assert variants[2].settings == "k16.s4.N8W3V5"
+    assert len({base.episode_id, *(r.episode_id for r in variants)}) == 6
+    assert variants[2].settings == "k16.s4.N8W3V5.j0.0"
