@@ -88,6 +88,8 @@ class LiberoEnv(RobosuiteCameras):
         max_steps: override of the suite's step limit.
         antialias: render as robosuite does (4x multisampling); False halves the cost of a frame on a CPU-only
             machine (see :class:`sims.sim_state.RobosuiteCameras`).
+        mesh_resolution: render coarser visual meshes (:mod:`sims.mesh_detail`; None: as shipped). Physics is
+            unchanged; demos and evaluation must use the same setting.
         object_state: the privileged state's layout, ``"full"`` (every body and joint) or ``"goal"`` (fixed-size,
             the goal predicates' objects and targets); see the module docstring.
     """
@@ -99,7 +101,7 @@ class LiberoEnv(RobosuiteCameras):
 
     def __init__(
         self, suite: str, image_size: int = 128, *, settle_steps: int = 10, max_steps: int | None = None,
-        antialias: bool = True, object_state: str = "full",
+        antialias: bool = True, object_state: str = "full", mesh_resolution: int | None = None,
     ) -> None:
         if object_state not in OBJECT_STATE_LAYOUTS:
             raise ValueError(f"object_state must be one of {OBJECT_STATE_LAYOUTS}, got {object_state!r}")
@@ -110,6 +112,7 @@ class LiberoEnv(RobosuiteCameras):
         self.suite = suite
         self.image_size = int(image_size)
         self.antialias = bool(antialias)
+        self.mesh_resolution = mesh_resolution
         self.object_state_kind = object_state
         self.settle_steps = int(settle_steps)
         self.max_steps = int(max_steps) if max_steps is not None else LIBERO_MAX_STEPS[suite]

@@ -81,6 +81,7 @@ class RoboCasaEnv(RobosuiteCameras):
         settle_steps: no-op steps after reset (not counted).
         cache_dir: fixture mode only: where generated textures/asset links go.
         antialias: render as robosuite does (4x multisampling); see :class:`sims.sim_state.RobosuiteCameras`.
+        mesh_resolution: coarser visual meshes (:mod:`sims.mesh_detail`); None: as shipped.
     """
 
     camera_names: tuple[str, ...] = tuple(ROBOCASA_CAMERAS)
@@ -97,12 +98,14 @@ class RoboCasaEnv(RobosuiteCameras):
         settle_steps: int = 10,
         cache_dir: str | None = None,
         antialias: bool = True,
+        mesh_resolution: int | None = None,
     ) -> None:
         if not suite.startswith("robocasa_") or suite == "robocasa_":
             raise ValueError(f"not a RoboCasa suite: {suite!r} (use robocasa_<TaskName> or {FIXTURE_SUITE})")
         self.suite = suite
         self.image_size = int(image_size)
         self.antialias = bool(antialias)
+        self.mesh_resolution = mesh_resolution
         self.max_steps = int(max_steps)
         self.settle_steps = int(settle_steps)
         self.fixture_mode = suite == FIXTURE_SUITE

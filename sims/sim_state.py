@@ -41,6 +41,8 @@ class RobosuiteCameras:
     _cameras: Mapping[str, str]
     image_size: int
     antialias: bool = True
+    mesh_resolution: int | None = None  # visual meshes clustered on this grid (sims.mesh_detail); None: as shipped
+    _simplified_model: Any = None  # the MjModel whose visual meshes were simplified
     _robosuite_offscreen: tuple[int, int, int] | None = None  # (samples, width, height) robosuite chose
 
     def _configure_offscreen(self, sim: Any) -> None:
@@ -55,8 +57,16 @@ class RobosuiteCameras:
         if self._robosuite_offscreen is None:
             self._robosuite_offscreen = now
         want = self._robosuite_offscreen if self.antialias else (0, self.image_size, self.image_size)
-        if now == want:
+        rebuild = False
+        if self.mesh_resolution is not None and self._simplified_model is not sim.model._model:
+            from sims.mesh_detail import simplify_visual_meshes
+
+            simplify_visual_meshes(sim.model._model, self.mesh_resolution)
+            self._simplified_model = sim.model._model
+            rebuild = True  # the context holds the meshes it uploaded
+        if now == want and not rebuild:
             return
+        ctx.gl_ctx.make_current()
         sim.model.vis.quality.offsamples = want[0]
         if now[1:] == want[1:]:
             ctx.update_offscreen_size(want[1], want[2] + 1)  # only a new size rebuilds robosuite's context
@@ -68,6 +78,9 @@ class RobosuiteCameras:
             raise RuntimeError("no scene built yet: call reset() first")
         sim, s = self._env.sim, self.image_size
         self._configure_offscreen(sim)
+        ctx = getattr(sim, "_render_context_offscreen", None)
+        if ctx is not None:  # robosuite renders into whichever GL context is current (several envs per process)
+            ctx.gl_ctx.make_current()
         return {name: np.ascontiguousarray(sim.render(camera_name=cam, width=s, height=s)[::-1])
                 for name, cam in self._cameras.items()}
 

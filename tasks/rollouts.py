@@ -108,7 +108,8 @@ def _lake_counts(ws: Workspace, ids: Sequence[str]) -> dict[int, tuple[int, int]
 def _engine(cfg: FlywheelConfig, ws: Workspace, suite: str, behaviour: BehaviourSpec, num_workers: int) -> RolloutEngine:
     ray = init_ray(cfg, ws)
     extra = {"object_state": cfg.sim.object_state} if suite.startswith("libero") else {}
-    factory = functools.partial(make_env, suite, cfg.sim.image_size, antialias=cfg.sim.antialias, **extra)
+    factory = functools.partial(make_env, suite, cfg.sim.image_size, antialias=cfg.sim.antialias,
+                                mesh_resolution=cfg.sim.mesh_resolution, **extra)
     engine = RolloutEngine(ray, factory, behaviour, num_workers=num_workers,
                            max_episode_retries=cfg.rollout.max_episode_retries)
     engine.wait_ready()

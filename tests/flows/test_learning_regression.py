@@ -4,7 +4,7 @@ Through the real CLI, in a fresh workspace:
 
 1. ``flywheel demos generate``: the scripted expert on libero_object task 1 from the *train* init states, perturbed
    as the ``cpu`` profile records them (``demos.action_noise``; cached under pytest's cache,
-   ``.pytest_cache/d/learning-demos-task1-v3``: a local re-run reuses them, a fresh clone makes them in ~1 minute);
+   ``.pytest_cache/d/learning-demos-task1-v4``: a local re-run reuses them, a fresh clone makes them in ~1 minute);
 2. ``flywheel train`` (Ray Train, the ``cpu`` profile's recipe with the policy-heavy base mix);
 3. ``flywheel rollout --heldout``: direct sampling from the held-out init states 40-49, two seeds each, stored as
    ``source=eval``.
@@ -50,7 +50,7 @@ def _cli(home: Path, *args: str) -> str:
 @pytest.mark.sim
 def test_a_trained_policy_succeeds_from_heldout_start_positions(request: pytest.FixtureRequest, tmp_path: Path):
     home = tmp_path / "home"
-    cache = Path(request.config.cache.mkdir("learning-demos-task1-v3"))
+    cache = Path(request.config.cache.mkdir("learning-demos-task1-v4"))
     if (cache / "complete").exists():
         shutil.copytree(cache / "lake", home / "lake")
     else:
