@@ -6,6 +6,10 @@ Measured side by side in one process on the ``tiny`` preset (random weights, LIB
   (``max_batch_size=1``: one candidate / one sample per forward) ÷ the same planning batched as the planner does
   it. Both use the same seed; ``same_choice`` reports whether they chose the same candidate.
 * ``planning_over_direct``: planned chunk latency ÷ direct (parallel) chunk latency on the same observation.
+* ``judge_full_over_one_call``: the ``cpu`` profile's planning (N=4, 1 world x 2 value samples, 4 solver steps for
+  the candidates) with the world-model and value stages sampled like the candidates (4 solver steps + 1 clean call
+  each) ÷ with one network call each (``eval.world_model_steps = eval.value_steps = 0``, the reference's LIBERO
+  setting); alternated A B B A, repeated, median of each side.
 * ``train_steps_per_s``: tiny-preset training steps per second at the preset batch size.
 
 Usage: ``python benchmarks/bench_planning.py [--quick] [--threads 1]``; the last stdout line is JSON.
@@ -85,6 +89,18 @@ def main() -> None:
     seeds = [row_seed(args.seed, 0)]
     t_direct, _ = _time(lambda: sample_chain(model, current, text, seeds, "parallel"), max(3, repeats))
 
+    cpu_plan = replace(planner, num_candidates=4, num_world_samples=1, num_value_samples=2)
+    four = replace(cfg, sampler=replace(cfg.sampler, num_steps=4))
+    model.config = four
+    judges = {"full": cpu_plan, "one_call": replace(cpu_plan, world_model_steps=0, value_steps=0)}
+    judge_times: dict[str, list[float]] = {k: [] for k in judges}
+    for name in judges:
+        plan(model, current, text, judges[name], seed=args.seed)  # warm-up
+    for _ in range(2 if args.quick else 5):
+        for name in ("full", "one_call", "one_call", "full"):
+            judge_times[name].append(_time(lambda n=name: plan(model, current, text, judges[n], seed=args.seed), 1)[0])
+    model.config = cfg
+
     model.train()
     opt = make_optimizer(model, cfg.train)
     gen = torch.Generator().manual_seed(args.seed)
@@ -97,6 +113,9 @@ def main() -> None:
     result = {
         "batched_speedup": round(t_unbatched / t_batched, 3),
         "planning_over_direct": round(t_batched / t_direct, 3),
+        "judge_full_over_one_call": round(statistics.median(judge_times["full"])
+                                          / statistics.median(judge_times["one_call"]), 3),
+        "judge_chunk_s": {k: round(statistics.median(v), 4) for k, v in judge_times.items()},
         "train_steps_per_s": round(steps_per_s, 3),
         "same_choice": bool(torch.equal(out_b.chosen, out_u.chosen)),
         "chosen": out_b.chosen.tolist(),

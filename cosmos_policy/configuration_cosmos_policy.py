@@ -207,6 +207,10 @@ class TrainConfig:
             decay to ``min_lr_ratio * lr`` at the run's last step (helps short runs settle).
         augment_shift: random shift of the camera latents in training, in latent pixels per axis (8 image pixels
             each); ``0`` disables it (:mod:`cosmos_policy.augmentation`).
+        loss_normalization: ``"generated"``: each sample's squared error is averaged over its generated elements,
+            so every sample weighs the same (a value sample, one generated frame, as much as a policy sample that
+            generates several); ``"all"`` (the reference): one mean over every latent element of the batch,
+            conditioning elements counting as zero, so a sample weighs by the share of frames it generates.
     """
 
     lr: float = 1e-4
@@ -223,12 +227,14 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     augment_shift: float = 0.0
+    loss_normalization: Literal["generated", "all"] = "generated"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.fractions = tuple(self.fractions)
         _check_positive(self, "lr", "grad_clip", "batch_size", "steps")
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        _check_choice("loss_normalization", self.loss_normalization, ("generated", "all"))
         if self.augment_shift < 0:
             raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift}")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -71,6 +71,8 @@ def compute_loss(model: CosmosPolicyModel, batch: TrainingBatch, generator: torc
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
         per_sample, denoised = model.denoiser.loss(model.value_view(batch.latents, batch.cond_mask), batch.cond_mask,
                                                    text, sigma, noise)
+    if model.config.train.loss_normalization == "all":  # one mean over every element: weigh by generated share
+        per_sample = per_sample * (~batch.cond_mask).float().mean(1)
     loss = per_sample.mean()
     metrics = {"loss": loss.item(), "sigma_mean": sigma.mean().item()}
     with torch.no_grad():

@@ -113,7 +113,7 @@ def training_config(cfg: FlywheelConfig, base: CosmosTrainConfig, mix: MixName =
     ``train`` overrides, and for ``mix="refine"`` the ``refine`` overrides on top. Recorded in the checkpoint."""
     t = cfg.train
     fields = ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "min_lr_ratio", "weight_decay",
-              "grad_clip", "fractions", "bf16_autocast", "augment_shift")
+              "grad_clip", "fractions", "bf16_autocast", "augment_shift", "loss_normalization")
     resolved = replace(base, **{f: getattr(t, f) for f in fields if getattr(t, f) is not None})
     if mix == "refine":
         r = cfg.refine

@@ -128,3 +128,23 @@ def test_overfit_cuts_action_and_value_error_tenfold(tokenizer):
     assert a0 / a >= 10, (a0, a)
     assert v0 / v >= 10, (v0, v)
     assert s0 / s >= 7, (s0, s)
+
+
+def test_loss_normalisation_over_all_elements_weighs_samples_by_what_they_generate(tiny_config, episode_latents,
+                                                                                     stats):
+    """``"all"`` (the reference): one mean over every latent element, so a value sample (one generated frame) weighs
+    less than a policy sample; ``"generated"``: each sample's error averaged over its own generated elements."""
+    torch.manual_seed(0)
+    model = CosmosPolicyModel(tiny_config)
+    specs = compose_batch_specs(episode_latents, 8, (0.5, 0.25, 0.25), 16, np.random.default_rng(0))
+    batch = build_batch(episode_latents, specs, tiny_config.layout, stats)
+    _, per_gen = compute_loss(model, batch, torch.Generator().manual_seed(0))
+    model.config = replace(tiny_config, train=replace(tiny_config.train, loss_normalization="all"))
+    _, per_all = compute_loss(model, batch, torch.Generator().manual_seed(0))
+    share = (~batch.cond_mask).float().mean(1)
+    for i, name in enumerate(("policy", "world_model", "value")):
+        s = float(share[batch.sample_type == i][0])
+        assert per_all[f"loss/{name}"] == pytest.approx(per_gen[f"loss/{name}"] * s, rel=1e-5), name
+    assert float(share[batch.sample_type == 2][0]) < float(share[batch.sample_type == 0][0])
+    with pytest.raises(ValueError, match="loss_normalization"):
+        replace(tiny_config.train, loss_normalization="sum")
