@@ -54,7 +54,7 @@ def settings(quick: bool, steps: int) -> list[str]:
     ]
 
 
-def calibrate_steps_per_s(seconds: float = 20.0) -> float:
+def calibrate_steps_per_s(seconds: float = 10.0) -> float:
     """Steps/s of the real ``train_step`` (tiny preset, LIBERO layout, batch 16, 2 threads) on synthetic batches."""
     import numpy as np
     import torch
