@@ -19,7 +19,7 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
 Success rates come with Wilson 95% intervals from the lake's ``evaluations`` table. The settings used are printed
 and returned; ``--set k=v`` overrides any of them (levers for ablations). The last stdout line is a JSON object.
 
-Usage: ``python benchmarks/bench_learning.py [--quick] [--train-minutes M] [--home DIR] [--set k=v ...]``
+Usage: ``python benchmarks/bench_learning.py [--quick] [--train-minutes M] [--steps N] [--home DIR] [--set k=v ...]``
 """
 
 from __future__ import annotations
@@ -119,12 +119,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tasks 0-1, 10 training minutes, 20 episodes per task")
     parser.add_argument("--train-minutes", type=float, default=None, help="CPU budget of the fine-tuning")
     parser.add_argument("--home", type=Path, default=None, help="workspace (default: a new temporary folder)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps instead of calibrating the budget (resume a crashed run: same --home, "
+                             "its printed steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     minutes = args.train_minutes or (10.0 if args.quick else 30.0)
     t_start = time.perf_counter()
     rate = calibrate_steps_per_s()
-    steps = max(100, int(minutes * 60 * rate))
+    steps = args.steps or max(100, int(minutes * 60 * rate))
     overrides = settings(args.quick, steps) + args.overrides
     print(f"train_step: {rate:.2f} steps/s (batch {BATCH}, {THREADS} threads) -> {steps} steps for {minutes:g} min")
     print("settings: cpu profile + " + " ".join(overrides), flush=True)

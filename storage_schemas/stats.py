@@ -116,4 +116,5 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    # Clamped to contain p: at k = 0 or k = n, center - half (or + half) equals p only up to rounding.
+    return max(0.0, min(p, center - half)), min(1.0, max(p, center + half))

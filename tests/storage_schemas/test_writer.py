@@ -161,3 +161,12 @@ def test_expert_actions_round_trip_and_older_files_read_null(tmp_path):
     con = connect(w.layout)
     assert con.sql("select count(*), count(expert_action), any_value(typeof(expert_action)) from steps").fetchall() == [
         (10, 0, "FLOAT[]")]
+
+
+def test_wilson_interval_contains_the_observed_rate():
+    # At k = 0 or k = n the bound equals p only up to rounding; a bound past p made the report's error bars
+    # negative (matplotlib refused them and the cycle's report stage failed after a 75-minute run).
+    for n in (1, 2, 3, 7, 10, 20, 49, 100, 1000):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
