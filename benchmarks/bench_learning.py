@@ -5,9 +5,12 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
 
 1. demos: the scripted expert on the tasks (``--quick``: tasks 0-1, else all ten) from the *train* init states;
 2. fine-tune one language-conditioned model (``base`` mix) for ``--train-minutes`` of CPU time (default 30,
-   ``--quick`` 10): the step count is the budget times the steps/s of the real ``train_step`` on this machine,
-   measured just before (the actual minutes are reported);
-3. rollouts with both outcomes (the model + the noisy expert) on train init states, then the 90/10 refinement;
+   ``--quick`` 10): ``train.minutes``, the training loop measures its own rate and sets the step count (the lr
+   schedule's horizon) to fill the budget (Ray start-up excluded; the steps and minutes used are reported). The
+   steps/s of ``train_step`` on synthetic batches is measured first, for the record. ``--steps N`` trains a fixed
+   step count instead;
+3. rollouts with both outcomes (the model + the noisy expert) on train init states, then the 90/10 refinement
+   (a quarter of the budget, or of the steps);
 4. held-out evaluation, on the same held-out init states and seeds: the base model direct and planning with
    itself; after refinement, planning = the base policy judged by the refined planning model (the reference's
    pairing, ``cycle.planner=separate``; ``same``: the refined model alone) and direct = the deployed policy, i.e.
@@ -15,6 +18,9 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
    cycle.refined_policy_diagnostic=true`` evaluates the refined model's own sampling instead)
    (``eval.episodes_per_task``: 20 with ``--quick``, else 10), plus value-head ROC AUC and
    world-model error on held-out rollouts and the sampled-chunk action L1 on held-out clean demos.
+
+Every setting is a function of the arguments, so a crashed run resumes from its finished stages when run again
+with the same arguments and ``--home``.
 
 Success rates come with Wilson 95% intervals from the lake's ``evaluations`` table. The settings used are printed
 and returned; ``--set k=v`` overrides any of them (levers for ablations). The last stdout line is a JSON object.
@@ -38,14 +44,22 @@ BATCH = 16
 THREADS = 2
 
 
-def settings(quick: bool, steps: int) -> list[str]:
-    """The learning run's config on top of the ``cpu`` profile (later ``--set`` items win)."""
+STEP_CAP = 1_000_000  # train.steps under a time budget: an upper bound never reached on a CPU
+
+
+def settings(quick: bool, minutes: float, steps: int | None) -> list[str]:
+    """The learning run's config on top of the ``cpu`` profile (later ``--set`` items win): a time budget
+    (``train.minutes``), or ``steps`` when given."""
     tasks = [0, 1] if quick else list(range(10))
+    if steps is None:
+        budget = [f"train.minutes={minutes:g}", f"train.steps={STEP_CAP}", f"refine.minutes={minutes / 4:g}",
+                  "train.checkpoint_every=2500"]
+    else:
+        budget = [f"train.steps={steps}", f"refine.steps={max(50, steps // 4)}",
+                  f"train.checkpoint_every={max(100, steps // 4)}"]
     return [
-        f"sim.tasks={tasks}", "demos.per_task=20", "demos.image_every=4",
-        f"train.steps={steps}", f"train.batch_size={BATCH}", f"train.cpus_per_worker={THREADS}",
-        "train.report_every=50", f"train.checkpoint_every={max(100, steps // 4)}",
-        f"refine.steps={max(50, steps // 4)}",
+        f"sim.tasks={tasks}", "demos.per_task=20", "demos.image_every=4", *budget,
+        f"train.batch_size={BATCH}", f"train.cpus_per_worker={THREADS}", "train.report_every=50",
         "rollout.episodes_per_task=8" if quick else "rollout.episodes_per_task=4", "rollout.num_workers=2",
         f"eval.episodes_per_task={20 if quick else 10}",
         # Best-of-N on a CPU: 4 candidates, 1 world-model and 2 value samples each (the paper's 8/3/5 costs ~10x).
@@ -120,16 +134,15 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=None, help="CPU budget of the fine-tuning")
     parser.add_argument("--home", type=Path, default=None, help="workspace (default: a new temporary folder)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps instead of calibrating the budget (resume a crashed run: same --home, "
-                             "its printed steps)")
+                        help="a fixed number of training steps (refinement: a quarter) instead of the time budget")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     minutes = args.train_minutes or (10.0 if args.quick else 30.0)
     t_start = time.perf_counter()
     rate = calibrate_steps_per_s()
-    steps = args.steps or max(100, int(minutes * 60 * rate))
-    overrides = settings(args.quick, steps) + args.overrides
-    print(f"train_step: {rate:.2f} steps/s (batch {BATCH}, {THREADS} threads) -> {steps} steps for {minutes:g} min")
+    overrides = settings(args.quick, minutes, args.steps) + args.overrides
+    print(f"train_step: {rate:.2f} steps/s on synthetic batches (batch {BATCH}, {THREADS} threads); "
+          + (f"{args.steps} steps" if args.steps else f"a {minutes:g}-minute training budget"))
     print("settings: cpu profile + " + " ".join(overrides), flush=True)
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-learning-"))
 
@@ -145,7 +158,8 @@ def main() -> None:
     table = success_table(ws.lake, summary["iteration"], {"base": systems["base"], "refined": systems["candidate"]})
     rate_of = lambda key: table.get(key, {}).get("rate")  # noqa: E731
     result = {
-        "tasks": len(cfg.sim.tasks or []), "train_steps": cfg.train.steps, "planner": cfg.cycle.planner,
+        "tasks": len(cfg.sim.tasks or []), "train_steps": summary["train_steps"]["base"],
+        "refine_steps": summary["train_steps"]["candidate"], "planner": cfg.cycle.planner,
         "train_minutes": _num(m.get("duration/finetune_s", float("nan")) / 60),
         "calibrated_steps_per_s": round(rate, 2),
         "success_direct": rate_of("base_direct"), "success_planning": rate_of("base_planning"),

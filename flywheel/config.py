@@ -91,6 +91,9 @@ class TrainConfig(_Section):
     recorded in its checkpoint and MLflow run."""
 
     steps: int | None = Field(None, ge=1)
+    # A time budget for the training loop (Ray start-up excluded): the loop measures its own rate and sets the
+    # step count (the lr schedule's horizon) to fill it, capped at ``steps``; the count used is recorded.
+    minutes: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)  # global batch, split evenly across workers
     lr: float | None = Field(None, gt=0)
     lr_schedule: Literal["constant", "cosine"] | None = None
@@ -130,6 +133,7 @@ class RefineConfig(_Section):
     """The 90/10 refinement run: same settings as ``train`` except these (``None`` = the preset's / train's)."""
 
     steps: int | None = Field(None, ge=1)
+    minutes: float | None = Field(None, gt=0)  # as train.minutes, for the refinement
     rollout_fraction: float | None = Field(None, ge=0, le=1)  # the 90/10 split
     balance_outcomes: bool | None = None  # rollout samples half successes, half failures
     lr: float | None = Field(None, gt=0)

@@ -66,6 +66,7 @@ class ModelRef:
     trained: bool  # False when an earlier, identical training was reused
     reason: str
     seconds: float = 0.0
+    steps: int = 0  # optimiser steps of the training (0: not trained in this cycle)
 
 
 @dataclass
@@ -172,7 +173,8 @@ def demos_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration) -> DemoResult
 
 
 def _model_ref(result: Any, reason: str, seconds: float) -> ModelRef:
-    return ModelRef(result.model_uri, result.version, result.run_id, not result.already_done, reason, seconds)
+    return ModelRef(result.model_uri, result.version, result.run_id, not result.already_done, reason, seconds,
+                    result.steps)
 
 
 def finetune_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, demos: DemoResult) -> ModelRef:

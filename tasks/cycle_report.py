@@ -159,7 +159,8 @@ def report_stage(cfg: FlywheelConfig, ws: Workspace, it: Iteration, demos: DemoR
                "decision": promotion.decision.reason, "p_value": promotion.decision.p_value,
                "rollouts": {"model": [rollouts.model_successes, rollouts.model_episodes],
                             "noisy_expert": [rollouts.expert_successes, rollouts.expert_episodes]},
-               "heldout_episodes": evaluation.heldout_episodes, "metrics": metrics, "tracking_uri": uri}
+               "heldout_episodes": evaluation.heldout_episodes, "metrics": metrics,
+               "train_steps": {"base": base.steps, "candidate": candidate.steps}, "tracking_uri": uri}
     _publish(it, summary, uri)
     end_iteration(cfg, ws, it)
     return summary

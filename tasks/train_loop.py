@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class WorkerConfig:
     seed: int = 0
     threads: int = 1
     progress: Any = None  # ProgressTracker actor handle (progress bar, MLflow metrics)
+    minutes: float | None = None  # time budget of the loop: ``steps`` becomes the cap (see StepBudget)
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the checkpoint (suite, mix, data digest)
 
 
@@ -87,19 +88,65 @@ class ProgressTracker:
         return self.log_seconds
 
 
+class StepBudget:
+    """The run's step count, which is also the lr schedule's horizon.
+
+    Without a time budget it is ``cap`` (``train.steps``). With one, the loop fills ``minutes`` of its own time (Ray
+    start-up excluded): at each report the count is re-projected from the rate measured since the first report
+    (the first steps are slower), ``step + rate × time left``, capped at ``cap``, until a tenth of the budget has
+    passed; it is then fixed. Moving the horizon that early shifts the cosine schedule by at most a few per cent
+    of the lr. A resumed run keeps the count its checkpoint recorded.
+    """
+
+    FIX_AFTER = 0.1  # share of the budget after which the count no longer moves
+
+    def __init__(self, cap: int, minutes: float | None, total: int | None = None) -> None:
+        self.cap = cap
+        self.budget_s = None if minutes is None else minutes * 60.0
+        self.total = cap if total is None else min(int(total), cap)
+        self.fixed = self.budget_s is None or total is not None
+        self._start: float | None = None
+        self._anchor: tuple[int, float] | None = None
+
+    def start(self, now: float) -> None:
+        self._start = now
+
+    def observe(self, step: int, now: float) -> int:
+        """Update the count at a report after ``step`` steps (time ``now``); returns it."""
+        if self.fixed or self._start is None:
+            return self.total
+        if self._anchor is None:
+            self._anchor = (step, now)
+            return self.total
+        s0, t0 = self._anchor
+        if step > s0 and now > t0:
+            rate = (step - s0) / (now - t0)
+            left = self.budget_s - (now - self._start)
+            self.total = max(step + 1, min(self.cap, step + int(rate * max(left, 0.0))))
+        if now - self._start >= self.FIX_AFTER * self.budget_s:
+            self.fixed = True
+        return self.total
+
+    def adopt(self, total: int, fixed: bool) -> None:
+        """Take another rank's count (DDP: every worker must run the same number of steps)."""
+        self.total, self.fixed = min(total, self.cap), fixed
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """Seed of the σ/noise draw of ``step`` on ``rank`` (so a resumed step repeats the uninterrupted draw)."""
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
 
 
 def save_train_checkpoint(folder: Path, model: Any, stats: Any, optimizer: torch.optim.Optimizer,
-                          scheduler: Any, step: int, positions: dict[str, dict[str, int]], extra: dict) -> Path:
+                          scheduler: Any, step: int, positions: dict[str, dict[str, int]], extra: dict,
+                          total_steps: int | None = None) -> Path:
     """A resumable checkpoint: a loadable model checkpoint plus optimiser, schedule and data positions."""
     from cosmos_policy.checkpoint_io import save_checkpoint
 
     save_checkpoint(folder, model, stats, extra={**extra, "step": step})
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_NAME)
-    state = {"step": step, "scheduler": scheduler.state_dict(), "positions": positions}
+    state = {"step": step, "scheduler": scheduler.state_dict(), "positions": positions,
+             "total_steps": step if total_steps is None else total_steps}
     (folder / STATE_NAME).write_text(json.dumps(state, indent=2))
     return folder
 
@@ -152,7 +199,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from cosmos_policy.normalization import NormalizationStats
     from cosmos_policy.samples import batch_from_rows
     from cosmos_policy.text_conditioning import PrecomputedTextEmbedder
-    from cosmos_policy.train_step import TrainingLoss, make_lr_scheduler, make_optimizer, train_step
+    from cosmos_policy.train_step import TrainingLoss, lr_factor, make_optimizer, train_step
     from tasks.train_data import BatchMixer, SampleStream, StreamPosition
 
     wc: WorkerConfig = loop_config["worker"]
@@ -165,7 +212,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     text_table = ray.get(wc.text_table)
     model = CosmosPolicyModel(config, device="meta", text_embedder=PrecomputedTextEmbedder(text_table))
 
-    step, positions, optim_state, sched_state = 0, {}, None, None
+    step, positions, optim_state, sched_state, state = 0, {}, None, None, {}
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
@@ -176,7 +223,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model.transformer.load_state_dict(weights, strict=True, assign=True)
     model = model.to(device).float()  # fp32 master weights (bf16 autocast on GPU inside compute_loss)
     optimizer = make_optimizer(model, config.train)
-    scheduler = make_lr_scheduler(optimizer, config.train, wc.steps)
+    budget = StepBudget(wc.steps, wc.minutes, state.get("total_steps") if resume is not None else None)
+    horizon = [budget.total]  # the schedule reads the current count (a plain lambda keeps its state_dict JSON-able)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.train, horizon[0]))
     if optim_state is not None:
         optimizer.load_state_dict(optim_state)
         scheduler.load_state_dict(sched_state)
@@ -207,24 +256,29 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update(step=step, lr=scheduler.get_last_lr()[0], epoch=min(s.position.epoch for s in streams.values()),
                        samples_per_s=window_steps * local_bs * world / max(elapsed, 1e-9),
                        mlflow_send_s=log.send_seconds, train_s=time.perf_counter() - train_t0,
-                       steps_this_run=step - first_step)
+                       steps_this_run=step - first_step, total_steps=budget.total)
         if rank == 0 and wc.progress is not None:
-            wc.progress.update.remote({**metrics, "total": wc.steps})
+            wc.progress.update.remote({**metrics, "total": budget.total})
             wc.progress.log.remote([(step, {"samples_per_s": metrics["samples_per_s"]})])
         metrics["node_id"] = ray.get_runtime_context().get_node_id()  # where this worker trained
         pos = {name: asdict(s.position) for name, s in streams.items()}
         if with_checkpoint and rank == 0:
             with tempfile.TemporaryDirectory(prefix="cosmos-ckpt-") as tmp:
-                save_train_checkpoint(Path(tmp), model, stats, optimizer, scheduler, step, pos, wc.extra)
+                # the checkpoint records the step count the schedule used (a time budget resolves it at run time)
+                model.config = replace(config, train=replace(config.train, steps=budget.total))
+                save_train_checkpoint(Path(tmp), model, stats, optimizer, scheduler, step, pos, wc.extra,
+                                      total_steps=budget.total)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)
         window_t0, window_steps = time.perf_counter(), 0
 
-    if step >= wc.steps:  # a finished run started again: report its final checkpoint once more
+    if step >= budget.total:  # a finished run started again: report its final checkpoint once more
         report(with_checkpoint=True)
         return
-    while step < wc.steps:
+    budget.start(time.perf_counter())
+    budget_open = not budget.fixed  # the same on every rank (config and checkpoint)
+    while step < budget.total:
         rows, types = mixer.next(step)
         batch = batch_from_rows(rows, types, config.layout, stats)
         batch.text = torch.stack([text_on_device[s] for s in batch.instructions])
@@ -236,7 +290,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window_steps += 1
         if rank == 0:
             log.add(step, {**metrics, "lr": scheduler.get_last_lr()[0]})
-        last = step == wc.steps
+        if budget_open and step % wc.report_every == 0 and step < budget.total:  # the count may move
+            budget.observe(step, time.perf_counter())
+            if world > 1:  # every rank runs rank 0's count (their clocks differ)
+                shared = torch.tensor([budget.total, int(budget.fixed)], dtype=torch.long, device=device)
+                torch.distributed.broadcast(shared, src=0)
+                budget.adopt(int(shared[0]), bool(shared[1]))
+            budget_open, horizon[0] = not budget.fixed, budget.total
+        last = step >= budget.total
         if last or step % wc.checkpoint_every == 0:
             report(with_checkpoint=True)
         elif step % wc.report_every == 0:

@@ -68,6 +68,7 @@ class _Prepared:
     key: str
     name: str
     stand_ins: list[str]
+    minutes: float | None = None  # the loop's time budget (train.minutes / refine.minutes)
 
 
 def check_pretrained_config(cfg: FlywheelConfig) -> None:
@@ -132,11 +133,14 @@ def prepare(cfg: FlywheelConfig, ws: Workspace, suite: str, init: str | None, mi
     value_inputs = ((cfg.refine.value_inputs if mix == "refine" else None) or cfg.train.value_inputs
                     or model.config.value_inputs)
     model.config = replace(model.config, train=train_cfg, value_inputs=value_inputs)
+    minutes = (cfg.refine.minutes or cfg.train.minutes) if mix == "refine" else cfg.train.minutes
     identity = {"suite": suite, "mix": mix, "init": label, "episodes": selection.digest,
                 "model": model.config.to_dict(), "num_workers": cfg.train.num_workers, "seed": cfg.train.seed}
+    if minutes is not None:  # (keys of runs without a time budget are unchanged)
+        identity["minutes"] = minutes
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return _Prepared(model, stats, label, selection, key, f"train-{suite}-{mix}-{key[:10]}",
-                     stand_ins_of(model.config))
+                     stand_ins_of(model.config), minutes)
 
 
 def _text_table(model: Any, instructions: list[str]) -> dict[str, Any]:
@@ -189,7 +193,7 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
         text_table=ray.put(_text_table(model, instructions)), steps=train_cfg.steps, batch_size=train_cfg.batch_size,
         fractions=train_cfg.mix_fractions(prep.selection.mix), stream_names=streams, report_every=t.report_every,
         checkpoint_every=t.checkpoint_every, seed=t.seed, threads=max(1, int(t.cpus_per_worker)),
-        progress=tracker,
+        progress=tracker, minutes=prep.minutes,
         extra={"suite": prep.selection.suite, "mix": prep.selection.mix, "init": prep.init_label,
                "episodes_digest": prep.selection.digest, "training_key": prep.key})
     storage = t.storage_path or str(ws.home / "ray_train")
@@ -233,7 +237,7 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
     if result.metrics is not None:
         result.metrics["mlflow_log_s"] = log_s  # driver-side time writing the metrics
     if on_progress:
-        on_progress({**(result.metrics or {}), "total": train_cfg.steps})
+        on_progress({**(result.metrics or {}), "total": (result.metrics or {}).get("total_steps", train_cfg.steps)})
     return result
 
 

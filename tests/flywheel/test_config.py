@@ -63,3 +63,25 @@ def test_inference_settings_make_different_model_episodes():
     assert variants[0].settings == "k8.s4"  # the cpu profile re-queries after 8 actions
     assert len({base.episode_id, *(r.episode_id for r in variants)}) == 6
     assert variants[2].settings == "k16.s4.N8W3V5.j0.0"
+
+
+def test_the_learning_benchmark_settings_are_a_valid_deterministic_config():
+    """bench_learning's settings load on the ``cpu`` profile, and under a time budget nothing in them depends on
+    the machine's measured speed (so a crashed run resumes from its cached stages)."""
+    import importlib.util
+    from pathlib import Path
+
+    from flywheel.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_learning.py"
+    spec = importlib.util.spec_from_file_location("bench_learning", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    timed = bench.settings(quick=False, minutes=30.0, steps=None)
+    assert timed == bench.settings(quick=False, minutes=30.0, steps=None)
+    cfg = load_config("cpu", overrides=timed)
+    assert cfg.train.minutes == 30 and cfg.refine.minutes == 7.5 and cfg.train.steps == bench.STEP_CAP
+    assert cfg.sim.tasks == list(range(10)) and cfg.eval.episodes_per_task == 10
+    fixed = load_config("cpu", overrides=bench.settings(quick=True, minutes=10.0, steps=4000))
+    assert fixed.train.minutes is None and fixed.train.steps == 4000 and fixed.refine.steps == 1000
+    assert fixed.sim.tasks == [0, 1]

@@ -136,6 +136,29 @@ def test_smoke_training_registers_a_candidate_version(demo_home):
     shutil.rmtree(demo_home / "ray_train", ignore_errors=True)
 
 
+def test_a_time_budget_sets_the_step_count_and_the_checkpoint_records_it(demo_home):
+    """``train.minutes``: the loop trains for its budget at its own measured rate (``train.steps`` is the cap); the
+    step count used is what the checkpoint, the registered model and the run's metrics record."""
+    out = _train_cli(demo_home, "--set", "train.minutes=0.25", "--set", "train.steps=1000000",
+                     "--set", "train.report_every=10", "--set", "train.checkpoint_every=1000000")
+    assert out.returncode == 0, out.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    from cosmos_policy.checkpoint_io import read_metadata
+
+    uri = f"sqlite:///{demo_home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    run = client.get_run(client.get_model_version_by_alias("cosmos-policy", "candidate").run_id)
+    m = run.data.metrics
+    steps = int(m["final_step"])
+    assert 20 < steps < 1_000_000 and int(m["final_total_steps"]) == steps
+    assert 0.5 * 15 < m["final_train_s"] < 2.5 * 15  # the loop's time, about the 15 s budget
+    meta = read_metadata(demo_home / "checkpoints" / run.data.tags["ray_train_name"])
+    assert meta["config"]["train"]["steps"] == steps  # recorded truthfully, not the cap
+    assert run.data.params["flywheel.train.minutes"] == "0.25"
+    shutil.rmtree(demo_home / "ray_train", ignore_errors=True)
+
+
 def _kill_tree_of_session(home: Path) -> None:
     """SIGKILL leaves Ray's agents of the killed driver orphaned; stop what still runs from this workspace."""
     subprocess.run(["pkill", "-9", "-f", str(home / "ray")], check=False)
