@@ -6,7 +6,8 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
 1. demos: the scripted expert on the tasks (``--quick``: tasks 0-1, else all ten) from the *train* init states;
 2. fine-tune one language-conditioned model (``base`` mix) for ``--train-minutes`` of CPU time (default 30,
    ``--quick`` 10): ``train.minutes``, the training loop measures its own rate and sets the step count (the lr
-   schedule's horizon) to fill the budget (Ray start-up excluded; the steps and minutes used are reported). The
+   schedule's horizon) to fill the budget, counted from the start of Ray Train (start-up included; the steps and
+   minutes used are reported). The
    steps/s of ``train_step`` on synthetic batches is measured first, for the record. ``--steps N`` trains a fixed
    step count instead;
 3. rollouts with both outcomes (the model + the noisy expert) on train init states, then the 90/10 refinement

@@ -91,7 +91,7 @@ class TrainConfig(_Section):
     recorded in its checkpoint and MLflow run."""
 
     steps: int | None = Field(None, ge=1)
-    # A time budget for the training loop (Ray start-up excluded): the loop measures its own rate and sets the
+    # A time budget (wall minutes from the start of Ray Train, start-up included): the loop measures its rate and sets the
     # step count (the lr schedule's horizon) to fill it, capped at ``steps``; the count used is recorded.
     minutes: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)  # global batch, split evenly across workers

@@ -43,7 +43,8 @@ class WorkerConfig:
     seed: int = 0
     threads: int = 1
     progress: Any = None  # ProgressTracker actor handle (progress bar, MLflow metrics)
-    minutes: float | None = None  # time budget of the loop: ``steps`` becomes the cap (see StepBudget)
+    minutes: float | None = None  # time budget of the training: ``steps`` becomes the cap (see StepBudget)
+    started_at: float | None = None  # time.time() when the driver started the run (the budget counts from it)
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the checkpoint (suite, mix, data digest)
 
 
@@ -91,8 +92,8 @@ class ProgressTracker:
 class StepBudget:
     """The run's step count, which is also the lr schedule's horizon.
 
-    Without a time budget it is ``cap`` (``train.steps``). With one, the loop fills ``minutes`` of its own time (Ray
-    start-up excluded): at each report the count is re-projected from the rate measured since the first report
+    Without a time budget it is ``cap`` (``train.steps``). With one, the run fills ``minutes`` counted from
+    :meth:`start` (the driver starting the Ray Train run, so start-up counts): at each report the count is re-projected from the rate measured since the first report
     (the first steps are slower), ``step + rate × time left``, capped at ``cap``, until a tenth of the budget has
     passed; it is then fixed. Moving the horizon that early shifts the cosine schedule by at most a few per cent
     of the lr. A resumed run keeps the count its checkpoint recorded.
@@ -126,6 +127,10 @@ class StepBudget:
         if now - self._start >= self.FIX_AFTER * self.budget_s:
             self.fixed = True
         return self.total
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since :meth:`start` (0 before it)."""
+        return 0.0 if self._start is None else now - self._start
 
     def adopt(self, total: int, fixed: bool) -> None:
         """Take another rank's count (DDP: every worker must run the same number of steps)."""
@@ -256,7 +261,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update(step=step, lr=scheduler.get_last_lr()[0], epoch=min(s.position.epoch for s in streams.values()),
                        samples_per_s=window_steps * local_bs * world / max(elapsed, 1e-9),
                        mlflow_send_s=log.send_seconds, train_s=time.perf_counter() - train_t0,
-                       steps_this_run=step - first_step, total_steps=budget.total)
+                       steps_this_run=step - first_step, total_steps=budget.total,
+                       budget_elapsed_s=budget.elapsed(now))
         if rank == 0 and wc.progress is not None:
             wc.progress.update.remote({**metrics, "total": budget.total})
             wc.progress.log.remote([(step, {"samples_per_s": metrics["samples_per_s"]})])
@@ -276,7 +282,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if step >= budget.total:  # a finished run started again: report its final checkpoint once more
         report(with_checkpoint=True)
         return
-    budget.start(time.perf_counter())
+    # the budget counts from the driver's start of the run (Ray start-up included), on this process's clock
+    since_start = max(0.0, time.time() - wc.started_at) if wc.started_at is not None else 0.0
+    budget.start(time.perf_counter() - since_start)
     budget_open = not budget.fixed  # the same on every rank (config and checkpoint)
     while step < budget.total:
         rows, types = mixer.next(step)

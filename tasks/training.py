@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -165,6 +166,7 @@ def fill_cache(ws: Workspace, prep: _Prepared, progress: bool) -> Path:
 def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_folder: Path, run_id: str,
                  on_progress: ProgressFn | None) -> Any:
     """``TorchTrainer.fit`` with a progress poller; returns Ray Train's Result."""
+    started_at = time.time()  # a time budget (train.minutes) counts from here: Ray and its datasets included
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -193,7 +195,7 @@ def _run_trainer(cfg: FlywheelConfig, ws: Workspace, prep: _Prepared, cache_fold
         text_table=ray.put(_text_table(model, instructions)), steps=train_cfg.steps, batch_size=train_cfg.batch_size,
         fractions=train_cfg.mix_fractions(prep.selection.mix), stream_names=streams, report_every=t.report_every,
         checkpoint_every=t.checkpoint_every, seed=t.seed, threads=max(1, int(t.cpus_per_worker)),
-        progress=tracker, minutes=prep.minutes,
+        progress=tracker, minutes=prep.minutes, started_at=started_at,
         extra={"suite": prep.selection.suite, "mix": prep.selection.mix, "init": prep.init_label,
                "episodes_digest": prep.selection.digest, "training_key": prep.key})
     storage = t.storage_path or str(ws.home / "ray_train")

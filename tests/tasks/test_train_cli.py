@@ -137,9 +137,9 @@ def test_smoke_training_registers_a_candidate_version(demo_home):
 
 
 def test_a_time_budget_sets_the_step_count_and_the_checkpoint_records_it(demo_home):
-    """``train.minutes``: the loop trains for its budget at its own measured rate (``train.steps`` is the cap); the
+    """``train.minutes``: the run trains for its budget at the loop's measured rate (``train.steps`` is the cap); the
     step count used is what the checkpoint, the registered model and the run's metrics record."""
-    out = _train_cli(demo_home, "--set", "train.minutes=0.25", "--set", "train.steps=1000000",
+    out = _train_cli(demo_home, "--set", "train.minutes=1", "--set", "train.steps=1000000",
                      "--set", "train.report_every=10", "--set", "train.checkpoint_every=1000000")
     assert out.returncode == 0, out.stderr[-3000:]
     from mlflow.tracking import MlflowClient
@@ -152,10 +152,11 @@ def test_a_time_budget_sets_the_step_count_and_the_checkpoint_records_it(demo_ho
     m = run.data.metrics
     steps = int(m["final_step"])
     assert 20 < steps < 1_000_000 and int(m["final_total_steps"]) == steps
-    assert 0.5 * 15 < m["final_train_s"] < 2.5 * 15  # the loop's time, about the 15 s budget
+    # the budget counts from the driver starting Ray Train (start-up included); the loop's time is what is left
+    assert 0.85 * 60 < m["final_budget_elapsed_s"] < 1.3 * 60 and m["final_train_s"] < m["final_budget_elapsed_s"]
     meta = read_metadata(demo_home / "checkpoints" / run.data.tags["ray_train_name"])
     assert meta["config"]["train"]["steps"] == steps  # recorded truthfully, not the cap
-    assert run.data.params["flywheel.train.minutes"] == "0.25"
+    assert run.data.params["flywheel.train.minutes"] == "1.0"
     shutil.rmtree(demo_home / "ray_train", ignore_errors=True)
 
 
