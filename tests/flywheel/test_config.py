@@ -81,6 +81,8 @@ def test_the_learning_benchmark_settings_are_a_valid_deterministic_config():
     assert timed == bench.settings(quick=False, minutes=30.0, steps=None)
     cfg = load_config("cpu", overrides=timed)
     assert cfg.train.minutes == 30 and cfg.refine.minutes == 7.5 and cfg.train.steps == bench.STEP_CAP
+    assert cfg.refine.steps == bench.STEP_CAP  # the cpu profile's refine.steps must not cap the budget
+    assert cfg.demos.per_task == 40
     assert cfg.sim.tasks == list(range(10)) and cfg.eval.episodes_per_task == 10
     fixed = load_config("cpu", overrides=bench.settings(quick=True, minutes=10.0, steps=4000))
     assert fixed.train.minutes is None and fixed.train.steps == 4000 and fixed.refine.steps == 1000
