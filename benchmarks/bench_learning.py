@@ -56,7 +56,8 @@ def settings(quick: bool, minutes: float, steps: int | None) -> list[str]:
         budget = [f"train.minutes={minutes:g}", f"train.steps={STEP_CAP}", f"refine.minutes={minutes / 4:g}",
                   f"refine.steps={STEP_CAP}", "train.checkpoint_every=2500"]
     else:
-        budget = [f"train.steps={steps}", f"refine.steps={max(50, steps // 4)}",
+        budget = [f"train.steps={steps}", f"refine.steps={max(50, steps // 4)}", "train.minutes=null",
+                  "refine.minutes=null",
                   f"train.checkpoint_every={max(100, steps // 4)}"]
     return [
         # 40 demos per task: 65/100 held-out vs 51/100 with 20 at a similar training budget (docs/learning.md).

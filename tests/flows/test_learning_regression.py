@@ -36,7 +36,7 @@ EPISODES = 20
 # FLOOR = 2 with probability 0.07, at 0.375 (the two runs pooled) with 0.003.
 FLOOR = 2
 OVERRIDES = ["sim.tasks=[1]", "demos.per_task=20", "demos.image_every=4", f"train.steps={STEPS}",
-             "train.batch_size=16", "train.cpus_per_worker=2", "train.fractions=[0.8,0.1,0.1]",
+             "train.minutes=null", "train.batch_size=16", "train.cpus_per_worker=2", "train.fractions=[0.8,0.1,0.1]",
              f"train.checkpoint_every={STEPS}", "train.report_every=100", "rollout.num_workers=2"]
 
 

@@ -62,21 +62,25 @@ def test_inference_settings_make_different_model_episodes():
                 req(["model.execute_actions=16", "eval.value_steps=4"], planning=True)]
     assert variants[0].settings == "k8.s4"  # the cpu profile re-queries after 8 actions
     assert len({base.episode_id, *(r.episode_id for r in variants)}) == 6
-    assert variants[2].settings == "k16.s4.N8W3V5.j0.0"
+    assert variants[2].settings == "k16.s4.N4W1V2.j0.0"  # the cpu profile's planning budget
 
 
-def test_the_learning_benchmark_settings_are_a_valid_deterministic_config():
-    """bench_learning's settings load on the ``cpu`` profile, and under a time budget nothing in them depends on
-    the machine's measured speed (so a crashed run resumes from its cached stages)."""
+def _bench_learning():
+    """``benchmarks/bench_learning.py`` as a module (benchmarks are scripts, not a package)."""
     import importlib.util
     from pathlib import Path
-
-    from flywheel.config import load_config
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_learning.py"
     spec = importlib.util.spec_from_file_location("bench_learning", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_learning_benchmark_settings_are_a_valid_deterministic_config():
+    """bench_learning's settings load on the ``cpu`` profile, and under a time budget nothing in them depends on
+    the machine's measured speed (so a crashed run resumes from its cached stages)."""
+    bench = _bench_learning()
     timed = bench.settings(quick=False, minutes=30.0, steps=None)
     assert timed == bench.settings(quick=False, minutes=30.0, steps=None)
     cfg = load_config("cpu", overrides=timed)
@@ -86,4 +90,16 @@ def test_the_learning_benchmark_settings_are_a_valid_deterministic_config():
     assert cfg.sim.tasks == list(range(10)) and cfg.eval.episodes_per_task == 10
     fixed = load_config("cpu", overrides=bench.settings(quick=True, minutes=10.0, steps=4000))
     assert fixed.train.minutes is None and fixed.train.steps == 4000 and fixed.refine.steps == 1000
+    assert fixed.refine.minutes is None
     assert fixed.sim.tasks == [0, 1]
+
+
+def test_the_cpu_profile_is_the_quick_learning_benchmark():
+    """The laptop cycle (README's first command) trains with the settings `bench_learning.py --quick` measured."""
+    bench = _bench_learning()
+    quick = load_config("cpu", overrides=bench.settings(quick=True, minutes=10.0, steps=None))
+    cpu = load_config("cpu")
+    for section in ("sim", "demos", "model", "rollout", "eval", "cycle"):
+        assert getattr(cpu, section) == getattr(quick, section), section
+    assert cpu.train.minutes == quick.train.minutes and cpu.refine.minutes == quick.refine.minutes
+    assert cpu.train.steps >= 100_000  # a cap: a 2-core CPU runs ~10-20 steps/s
