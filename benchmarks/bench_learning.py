@@ -3,7 +3,8 @@ positions, does its value head tell success from failure, and does planning beat
 
 One run, through the product's real entry point (the ``cycle`` Prefect flow, embedded defaults, a fresh workspace):
 
-1. demos: the scripted expert on the tasks (``--quick``: tasks 0-1, else all ten) from the *train* init states;
+1. demos: the scripted expert on the tasks (``--quick``: tasks 0-1, 20 each; else all ten, 40 each) from the
+   *train* init states;
 2. fine-tune one language-conditioned model (``base`` mix) for ``--train-minutes`` of CPU time (default 30,
    ``--quick`` 10): ``train.minutes``, the training loop measures its own rate and sets the step count (the lr
    schedule's horizon) to fill the budget, counted from the start of Ray Train (start-up included; the steps and
