@@ -108,15 +108,19 @@ def _num(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def success_table(lake, iteration: int, labels: dict[str, dict[str, str]]) -> dict[str, dict]:
+def success_table(lake, iteration: int, labels: dict[str, dict[str, str]], inference: dict[str, str]
+                  ) -> dict[str, dict]:
     """Per (role, mode): successes, episodes, rate and Wilson 95% interval, overall and per task. ``labels``:
-    role → mode → the ``policy_version`` its episodes recorded (the cycle summary's ``systems``)."""
+    role → mode → the ``policy_version`` its episodes recorded (the cycle summary's ``systems``); ``inference``:
+    mode → the cycle's inference settings (evaluations under other settings, e.g. bench_planning_settings.py's,
+    are left out)."""
     from storage_schemas.stats import wilson_interval
     from storage_schemas.views import connect
 
     con = connect(lake)
-    rows = con.sql(f"SELECT policy_version, planning, task_id, n_success, n_episodes FROM evaluations "
-                   f"WHERE iteration = {int(iteration)}").fetchall()
+    rows = con.execute("SELECT policy_version, planning, task_id, n_success, n_episodes FROM evaluations "
+                       "WHERE iteration = ? AND (inference IS NULL OR inference = CASE WHEN planning THEN ? ELSE ? END)",
+                       [int(iteration), inference["planning"], inference["direct"]]).fetchall()
     con.close()
     out: dict[str, dict] = {}
     for role, modes in labels.items():
@@ -159,7 +163,10 @@ def main() -> None:
     m = summary["metrics"]
 
     systems = summary["systems"]
-    table = success_table(ws.lake, summary["iteration"], {"base": systems["base"], "refined": systems["candidate"]})
+    from tasks.rollouts import inference_settings
+
+    table = success_table(ws.lake, summary["iteration"], {"base": systems["base"], "refined": systems["candidate"]},
+                          {"direct": inference_settings(cfg, False), "planning": inference_settings(cfg, True)})
     rate_of = lambda key: table.get(key, {}).get("rate")  # noqa: E731
     result = {
         "tasks": len(cfg.sim.tasks or []), "train_steps": summary["train_steps"]["base"],

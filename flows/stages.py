@@ -17,10 +17,10 @@ from tasks.training import train_task
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(model: str = "models:/cosmos-policy@champion", profile: str = "cpu",
                   config_path: str | None = None, overrides: list[str] | None = None, home: str | None = None,
-                  planning_model: str | None = None) -> dict:
+                  planning_model: str | None = None, modes: list[str] | None = None, iteration: int = 0) -> dict:
     cfg, ws = load_workspace(profile, config_path, overrides, home)
     preflight(cfg, ws)
-    results = evaluate_model_task(cfg, ws, model, planning_model=planning_model)
+    results = evaluate_model_task(cfg, ws, model, iteration=iteration, planning_model=planning_model, modes=modes)
     return {mode: {"successes": r.successes, "episodes": r.episodes, "ci95": r.interval} for mode, r in results.items()}
 
 

@@ -49,7 +49,7 @@ def to_episode(rec: EpisodeRecording, req: EpisodeRequest, dataset_id: str, gamm
         policy=rec.policy_name if req.policy != "model" else "model", policy_version=req.policy_version,
         planning=req.planning, seed=req.seed, init_state_index=req.init_state_index,
         success=bool(rec.success) and rec.error is None, wall_time_s=float(rec.wall_time_s), gamma=gamma,
-        error=rec.error,
+        error=rec.error, inference=req.settings or None,
     )
     # The recorder keeps rows aligned (len(proprio) == len(actions)); EpisodeData checks it.
     images = {cam: {int(t): frames[i] for i, t in enumerate(rec.image_steps)}

@@ -79,6 +79,7 @@ class EpisodeMeta:
     gamma: float = DEFAULT_GAMMA
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    inference: str | None = None  # a model's inference settings (tasks.rollouts.inference_settings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Source(self.source))
@@ -243,6 +244,7 @@ def episodes_to_tables(episodes: Sequence[EpisodeData]) -> tuple[pa.Table, pa.Ta
         "cameras": [sorted(e.images) for e in episodes],
         "error": [m.error for m in metas],
         "created_at": [m.created_at for m in metas],
+        "inference": [m.inference for m in metas],
     }
     ep_table = pa.Table.from_pydict(ep_cols, schema=EPISODES_SCHEMA)
     ep_table = _with_partitions(ep_table, metas, [1] * len(metas))

@@ -36,6 +36,10 @@ EPISODES_SCHEMA = pa.schema(
         pa.field("cameras", pa.list_(pa.string()), nullable=False),
         pa.field("error", pa.string()),  # set when the episode raised; success is then false
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # How a model acted (`k16.s4` direct, `k16.s4.N4W1V2.j0.0` planning: actions executed per chunk, solver
+        # steps, candidates / world-model / value samples, judging solver steps); null for demos and experts, and in
+        # files written before the column existed.
+        pa.field("inference", pa.string()),
     ],
     metadata=_META,
 )
@@ -78,6 +82,7 @@ EVALUATIONS_SCHEMA = pa.schema(
         pa.field("ci_high", pa.float64(), nullable=False),
         pa.field("mean_length", pa.float64()),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("inference", pa.string()),  # the evaluated episodes' inference settings (see episodes)
     ],
     metadata=_META,
 )

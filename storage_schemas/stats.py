@@ -118,3 +118,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # Clamped to contain p: at k = 0 or k = n, center - half (or + half) equals p only up to rounding.
     return max(0.0, min(p, center - half)), min(1.0, max(p, center + half))
+
+
+def mcnemar_exact(wins: int, losses: int) -> float:
+    """One-sided exact McNemar test on paired binary outcomes: P(X >= wins) for X ~ Binomial(wins + losses, 1/2),
+    where ``wins`` are pairs only A solved and ``losses`` pairs only B solved (ties carry no information). 1.0 when
+    there are no discordant pairs."""
+    if wins < 0 or losses < 0:
+        raise ValueError(f"wins and losses must be >= 0, got {wins}, {losses}")
+    n = wins + losses
+    return min(1.0, sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n) if n else 1.0

@@ -281,7 +281,7 @@ class LakeWriter:
             rel = pdir.relative_to(self.layout.table_dir(table))
             with _locked(self.layout.lock_path(str(pdir.relative_to(self.layout.root)))):
                 olds = sorted(pdir.glob(f"*{PARQUET_SUFFIX}"))
-                data = pa.concat_tables([pq.read_table(p) for p in olds])
+                data = _concat([pq.read_table(p) for p in olds])
                 ids = data.column(id_col).to_pylist()
                 name = PART_PREFIX + hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:20] + PARQUET_SUFFIX
                 ops: list[tuple[str, str | None]] = []
@@ -289,7 +289,7 @@ class LakeWriter:
                     tdir = self.layout.table_dir(t) / rel
                     files = [tdir / p.name for p in olds if (tdir / p.name).exists()]
                     if t != table:
-                        data_t = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+                        data_t = _concat([pq.read_table(f) for f in files]) if files else None
                     else:
                         data_t = data
                     if data_t is not None:
@@ -298,6 +298,11 @@ class LakeWriter:
                 self._apply(ops)
             merged += 1
         return merged
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    """Concatenate parts, filling nullable columns that older files lack with nulls."""
+    return pa.concat_tables(parts, promote_options="default")
 
 
 def _leaves(field: pa.Field) -> list[tuple[str, pa.DataType]]:

@@ -27,7 +27,7 @@ from storage_schemas import LakeWriter, Source
 from storage_schemas.schemas import SCHEMA_VERSION
 from storage_schemas.stats import wilson_interval
 from tasks.registry import ResolvedModel
-from tasks.rollouts import RolloutSummary, run_model_rollouts, run_rollouts, system_label
+from tasks.rollouts import RolloutSummary, inference_settings, run_model_rollouts, run_rollouts, system_label
 
 
 @dataclass
@@ -64,19 +64,21 @@ class OfflineScores:
     calibration: list[tuple[float, bool]] = field(default_factory=list)  # (predicted value, real success) per sample
 
 
-def evaluation_rows(summary: RolloutSummary, policy_version: str, planning: bool, iteration: int) -> pa.Table:
-    """``evaluations`` rows (one per task) of a held-out evaluation, with Wilson 95% intervals."""
+def evaluation_rows(summary: RolloutSummary, policy_version: str, planning: bool, iteration: int,
+                    inference: str | None = None) -> pa.Table:
+    """``evaluations`` rows (one per task) of a held-out evaluation, with Wilson 95% intervals. ``inference``: the
+    episodes' inference settings; evaluations of one system under different settings are different rows."""
     rows = []
     now = datetime.now(UTC)
     for task_id, (n, k) in sorted(summary.per_task.items()):
         lo, hi = wilson_interval(k, n)
-        key = f"{iteration}|{summary.suite}|{task_id}|{planning}|{policy_version}"
+        key = f"{iteration}|{summary.suite}|{task_id}|{planning}|{policy_version}" + (f"|{inference}" if inference else "")
         rows.append({"evaluation_id": "eval-" + hashlib.sha1(key.encode()).hexdigest()[:20],
                      "schema_version": SCHEMA_VERSION, "dataset_id": f"eval-{summary.suite}-it{iteration}",
                      "suite": summary.suite, "task_id": task_id, "planning": planning,
                      "policy_version": policy_version, "n_episodes": n, "n_success": k,
                      "success_rate": k / n if n else 0.0, "ci_low": lo, "ci_high": hi, "mean_length": None,
-                     "created_at": now, "iteration": iteration})
+                     "created_at": now, "iteration": iteration, "inference": inference})
     return pa.Table.from_pylist(rows)
 
 
@@ -89,7 +91,8 @@ def evaluate_closed_loop(cfg: FlywheelConfig, ws: Workspace, suite: str, model: 
                                  planning=planning, source=Source.EVAL, split="heldout", engine=engine,
                                  planning_model=planning_model)
     label = system_label(model, planning_model)
-    LakeWriter(ws.lake).write_evaluations(evaluation_rows(summary, label, planning, iteration))
+    rows = evaluation_rows(summary, label, planning, iteration, inference_settings(cfg, planning))
+    LakeWriter(ws.lake).write_evaluations(rows)
     return ModeResult(planning, summary.episodes, summary.successes, summary.per_task)
 
 
@@ -209,22 +212,29 @@ def promotion_test(candidate: tuple[int, int], champion: tuple[int, int], alpha:
 
 
 def evaluate_model(cfg: FlywheelConfig, ws: Workspace, model: str, iteration: int = 0,
-                   planning_model: str | None = None) -> dict[str, ModeResult]:
+                   planning_model: str | None = None, modes: Sequence[str] | None = None) -> dict[str, ModeResult]:
     """Ad-hoc held-out evaluation of any model (folder or ``models:/`` URI): direct and, with ``eval.planning``,
     best-of-N planning (judged by ``planning_model`` when given); episodes as ``source=eval``, aggregates in
-    ``evaluations``."""
+    ``evaluations``. ``modes``: a subset of ``("direct", "planning")`` (default: both, or direct alone without
+    ``eval.planning``). ``iteration`` picks the held-out seeds: the same iteration replays a cycle's episodes."""
     from tasks.rollouts import model_engine, resolve_checkpoint
 
+    wanted = tuple(modes) if modes is not None else (("direct", "planning") if cfg.eval.planning else ("direct",))
+    unknown = sorted(set(wanted) - {"direct", "planning"})
+    if unknown or not wanted:
+        raise ValueError(f"modes must be a non-empty subset of ('direct', 'planning'), got {list(wanted)}")
+    if "planning" in wanted and not cfg.eval.planning:
+        raise ValueError("planning mode needs eval.planning=true")
     resolved = resolve_checkpoint(model, cfg, ws)
     judge = resolve_checkpoint(planning_model, cfg, ws) if planning_model else None
-    if judge is not None and not cfg.eval.planning:
-        raise ValueError("a planning model needs eval.planning=true")
-    modes = {"direct": False, "planning": True} if cfg.eval.planning else {"direct": False}
+    if judge is not None and "planning" not in wanted:
+        raise ValueError("a planning model needs the planning mode (eval.planning=true)")
+    run = {m: m == "planning" for m in ("direct", "planning") if m in wanted}
     engine = model_engine(cfg, ws, cfg.sim.suites[0])
     try:
         return {mode: evaluate_closed_loop(cfg, ws, cfg.sim.suites[0], resolved, iteration, planning, engine,
                                            judge if planning else None)
-                for mode, planning in modes.items()}
+                for mode, planning in run.items()}
     finally:
         engine.shutdown()
 

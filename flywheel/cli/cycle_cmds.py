@@ -12,8 +12,8 @@ from flywheel.cli.common import ConfigOpt, HomeOpt, ProfileOpt, SetOpt, UserErro
 
 EXAMPLE_QUERIES = (
     ("success rate by task and iteration (held-out, with Wilson intervals)",
-     "SELECT iteration, task_id, planning, policy_version, n_success, n_episodes, round(ci_low, 2) AS lo, "
-     "round(ci_high, 2) AS hi FROM evaluations ORDER BY iteration, task_id, planning"),
+     "SELECT iteration, task_id, planning, policy_version, inference, n_success, n_episodes, round(ci_low, 2) AS lo, "
+     "round(ci_high, 2) AS hi FROM evaluations ORDER BY iteration, task_id, planning, inference"),
     ("which tasks regressed? (each model version vs the previous one, same held-out init states)",
      "SELECT task_id, planning, policy_version, success_rate, success_rate - lag(success_rate) OVER (PARTITION BY "
      "task_id, planning ORDER BY try_cast(regexp_extract(policy_version, '/v([0-9]+)$', 1) AS INT)) AS change "

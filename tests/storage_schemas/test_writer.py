@@ -1,4 +1,5 @@
 import json
+import math
 import os
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from storage_schemas import EpisodeData, EpisodeMeta, LakeError, LakeWriter, rollout_episode_id
 from storage_schemas.records import decode_png, encode_png
-from storage_schemas.stats import wilson_interval
+from storage_schemas.stats import mcnemar_exact, wilson_interval
 from storage_schemas.views import connect, run_reports
 
 
@@ -170,3 +171,31 @@ def test_wilson_interval_contains_the_observed_rate():
         for k in range(n + 1):
             lo, hi = wilson_interval(k, n)
             assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+
+
+def test_inference_settings_round_trip_and_older_files_compact(tmp_path):
+    """Episodes record a model's inference settings (null for demos and experts, and in files written before the
+    column existed); compaction merges old and new files."""
+    from dataclasses import replace
+
+    w = LakeWriter(tmp_path)
+    w.write_episodes([make_episode(0)])
+    for f in (tmp_path / "episodes").rglob("*.parquet"):  # a file written before the column existed
+        pq.write_table(pq.read_table(f).drop_columns(["inference"]), f)
+    tagged = make_episode(1)
+    w.write_episodes([replace(tagged, meta=replace(tagged.meta, inference="k16.s4.N8W1V2.j0.0"))])
+    con = connect(w.layout)
+    assert con.sql("select inference from episodes order by episode_id").fetchall() in (
+        [(None,), ("k16.s4.N8W1V2.j0.0",)], [("k16.s4.N8W1V2.j0.0",), (None,)])
+    assert w.compact() == 1
+    assert sorted(connect(w.layout).sql("select coalesce(inference, '-') from episodes").fetchall()) == [
+        ("-",), ("k16.s4.N8W1V2.j0.0",)]
+
+
+def test_mcnemar_exact_is_the_binomial_tail():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 0) == pytest.approx(1 / 32)
+    assert mcnemar_exact(9, 6) == pytest.approx(sum(math.comb(15, k) for k in range(9, 16)) / 2 ** 15)
+    assert mcnemar_exact(0, 4) == 1.0 and mcnemar_exact(2, 2) == pytest.approx(11 / 16)
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)

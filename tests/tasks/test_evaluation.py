@@ -59,6 +59,26 @@ def test_evaluation_rows_land_in_the_evaluations_table(tmp_path):
                                       "success_rate AND success_rate < ci_high FROM evaluations ORDER BY task_id"
                                       ).fetchall()
     assert rows == [(2, 0, True, 2, 3, True), (2, 1, True, 1, 2, True)]
+    # Another planning setting of the same system is another evaluation, not a replacement.
+    writer.write_evaluations(evaluation_rows(summary, "cosmos-policy/v3", True, 2, "k16.s4.N8W1V2.j0.0"))
+    got = connect(writer.layout).sql("SELECT inference, sum(n_episodes) FROM evaluations GROUP BY 1 ORDER BY 1"
+                                     ).fetchall()
+    assert got == [("k16.s4.N8W1V2.j0.0", 5), (None, 5)]
+
+
+def test_evaluate_model_checks_its_modes_before_any_work(tmp_path):
+    from flywheel.config import load_config
+    from flywheel.workspace import Workspace
+    from tasks.evaluation import evaluate_model
+
+    ws = Workspace.from_env(tmp_path)
+    cfg = load_config("smoke", None, [])
+    for modes in ((), ("greedy",)):
+        with pytest.raises(ValueError, match="non-empty subset"):
+            evaluate_model(cfg, ws, "models:/nothing/1", modes=modes)
+    with pytest.raises(ValueError, match="planning mode needs eval.planning=true"):
+        evaluate_model(load_config("smoke", None, ["eval.planning=false", "cycle.planner=same"]), ws, "models:/nothing/1",
+                       modes=("planning",))
 
 
 def test_offline_scores_of_a_checkpoint_on_recorded_episodes(tmp_path):
