@@ -24,6 +24,9 @@ One run, through the product's real entry point (the ``cycle`` Prefect flow, emb
 Every setting is a function of the arguments, so a crashed run resumes from its finished stages when run again
 with the same arguments and ``--home``.
 
+Other planning settings (e.g. more candidates) are measured afterwards on the same held-out episodes, paired, by
+``benchmarks/bench_planning_settings.py --home DIR``.
+
 Success rates come with Wilson 95% intervals from the lake's ``evaluations`` table. The settings used are printed
 and returned; ``--set k=v`` overrides any of them (levers for ablations). The last stdout line is a JSON object.
 
