@@ -1,20 +1,14 @@
 """``benchmarks/bench_planning_settings.py``: paired outcomes of planning settings read from the lake."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from storage_schemas import EpisodeData, EpisodeMeta, LakeWriter, rollout_episode_id
+from tests.fixtures.benchmarks import load_benchmark
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_planning_settings.py"
-    spec = importlib.util.spec_from_file_location("bench_planning_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_planning_settings")
 
 
 def _episode(task: int, init: int, seed: int, success: bool, planning: bool, inference: str | None,

@@ -66,15 +66,9 @@ def test_inference_settings_make_different_model_episodes():
 
 
 def _bench_learning():
-    """``benchmarks/bench_learning.py`` as a module (benchmarks are scripts, not a package)."""
-    import importlib.util
-    from pathlib import Path
+    from tests.fixtures.benchmarks import load_benchmark
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_learning.py"
-    spec = importlib.util.spec_from_file_location("bench_learning", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("bench_learning")
 
 
 def test_the_learning_benchmark_settings_are_a_valid_deterministic_config():
