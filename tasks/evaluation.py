@@ -225,10 +225,10 @@ def evaluate_model(cfg: FlywheelConfig, ws: Workspace, model: str, iteration: in
         raise ValueError(f"modes must be a non-empty subset of ('direct', 'planning'), got {list(wanted)}")
     if "planning" in wanted and not cfg.eval.planning:
         raise ValueError("planning mode needs eval.planning=true")
+    if planning_model and "planning" not in wanted:
+        raise ValueError("a planning model needs the planning mode (eval.planning=true)")
     resolved = resolve_checkpoint(model, cfg, ws)
     judge = resolve_checkpoint(planning_model, cfg, ws) if planning_model else None
-    if judge is not None and "planning" not in wanted:
-        raise ValueError("a planning model needs the planning mode (eval.planning=true)")
     run = {m: m == "planning" for m in ("direct", "planning") if m in wanted}
     engine = model_engine(cfg, ws, cfg.sim.suites[0])
     try:
