@@ -157,41 +157,18 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
         :class:`PlanOutput` (``num_forward_calls`` counts both models' forwards).
     """
     judge = model if planning_model is None else planning_model
-    if judge.layout != model.layout:
-        raise ValueError(f"the planning model's latent layout differs from the policy's ({judge.layout} vs "
-                         f"{model.layout}): both must be trained for the same suite, cameras and chunk size")
+    _check_layouts(model, judge)
     b = current.shape[0]
-    if isinstance(seed, int):
-        base: list[tuple[int, ...]] = [(seed, i) for i in range(b)]
-    else:
-        if len(seed) != b:
-            raise ValueError(f"{len(seed)} seeds for {b} observations")
-        base = [(int(s),) for s in seed]
-    n, w, v = config.num_candidates, config.num_world_samples, config.num_value_samples
-    mbs = config.max_batch_size
+    base = _base_keys(seed, b)
+    n = config.num_candidates
     counters = [_CallCounter(model.transformer)] + ([_CallCounter(judge.transformer)] if judge is not model else [])
     try:
         rows = current.repeat_interleave(n, 0)
         text_n = text.repeat_interleave(n, 0)
-        ids = [(i, j) for i in range(b) for j in range(n)]
-        x_pol = _stage(model, rows, "policy", text_n, [row_seed(*base[i], j) for i, j in ids], mbs)
+        ids = [(*base[i], j) for i in range(b) for j in range(n)]
+        x_pol = _stage(model, rows, "policy", text_n, [row_seed(*key) for key in ids], config.max_batch_size)
         candidates = model.extract_action(x_pol).clamp(-1, 1)
-        with_action = _reinject_action(model, rows, x_pol)
-        if config.mode == "q":
-            m = w * v
-            ids_q = [(i, j, k) for i, j in ids for k in range(m)]
-            x_q = _stage(judge, with_action.repeat_interleave(m, 0), "world_model", text_n.repeat_interleave(m, 0),
-                         [row_seed(*base[i], j, k, -1) for i, j, k in ids_q], mbs, config.world_model_steps)
-            values = judge.extract_value(x_q).reshape(b, n, m)
-        else:
-            ids_w = [(i, j, k) for i, j in ids for k in range(w)]
-            text_w = text_n.repeat_interleave(w, 0)
-            x_wm = _stage(judge, with_action.repeat_interleave(w, 0), "world_model", text_w,
-                          [row_seed(*base[i], j, k) for i, j, k in ids_w], mbs, config.world_model_steps)
-            ids_v = [(i, j, k, q) for i, j, k in ids_w for q in range(v)]
-            x_val = _stage(judge, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
-                           [row_seed(*base[i], j, k, q) for i, j, k, q in ids_v], mbs, config.value_steps)
-            values = judge.extract_value(x_val).reshape(b, n, w * v)
+        values = _judge(judge, _reinject_action(model, rows, x_pol), text_n, ids, config).reshape(b, n, -1)
     finally:
         for counter in counters:
             counter.remove()
@@ -200,3 +177,79 @@ def plan(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, co
     candidates = candidates.reshape(b, n, *candidates.shape[1:])
     actions = candidates[torch.arange(b), chosen]
     return PlanOutput(candidates, values, scores, chosen, actions, sum(c.count for c in counters))
+
+
+@torch.no_grad()
+def score_candidates(judge: CosmosPolicyModel, current: torch.Tensor, text: torch.Tensor, candidates: torch.Tensor,
+                     config: PlannerConfig, seed: int | Sequence[int] = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Judge given candidate chunks as :func:`plan` does (world model, then value, majority mean).
+
+    With the candidates of a ``plan`` call and the same ``seed`` and settings, the values equal that plan's; other
+    seeds or W / V give a second opinion on the same candidates.
+
+    Args:
+        judge: the model whose world model and value function score the candidates.
+        current: ``(B, C, T', H, W)`` latents with the current frames filled.
+        text: ``(B, L, D)`` text embeddings.
+        candidates: ``(B, N, K, A)`` normalised action chunks (clipped to [-1, 1] before injection).
+        config: W, V, threshold, mode and the judging stages' solver steps (``num_candidates`` is ignored).
+        seed: as in :func:`plan`.
+
+    Returns:
+        ``(values (B, N, W*V), scores (B, N))``.
+    """
+    b, n = candidates.shape[:2]
+    lay = judge.layout
+    rows = current.repeat_interleave(n, 0).clone()
+    rows[:, :, lay.action_index] = inject(candidates.reshape(b * n, -1).clamp(-1, 1).to(rows),
+                                          (lay.latent_channels, lay.latent_height, lay.latent_width))
+    base = _base_keys(seed, b)
+    ids = [(*base[i], j) for i in range(b) for j in range(n)]
+    values = _judge(judge, rows, text.repeat_interleave(n, 0), ids, config).reshape(b, n, -1)
+    return values, majority_mean(values, config.success_threshold, config.minority_score)
+
+
+@torch.no_grad()
+def value_of_futures(judge: CosmosPolicyModel, filled: torch.Tensor, text: torch.Tensor, num_samples: int,
+                     seeds: Sequence[int], num_steps: int | None = None) -> torch.Tensor:
+    """Value samples conditioned on given (e.g. observed) futures: ``filled`` holds the current frames, the action
+    and the future frames; returns ``(B, num_samples)`` values in [0, 1], row ``b``'s sample ``q`` seeded from
+    ``(seeds[b], q)``."""
+    b = filled.shape[0]
+    x = _stage(judge, filled.repeat_interleave(num_samples, 0), "value", text.repeat_interleave(num_samples, 0),
+               [row_seed(int(s), q) for s in seeds for q in range(num_samples)], 256, num_steps)
+    return judge.extract_value(x).reshape(b, num_samples)
+
+
+def _check_layouts(model: CosmosPolicyModel, judge: CosmosPolicyModel) -> None:
+    if judge.layout != model.layout:
+        raise ValueError(f"the planning model's latent layout differs from the policy's ({judge.layout} vs "
+                         f"{model.layout}): both must be trained for the same suite, cameras and chunk size")
+
+
+def _base_keys(seed: int | Sequence[int], b: int) -> list[tuple[int, ...]]:
+    """Per observation key prefix: (seed, b) for one base seed, (seed_b,) for one seed per observation."""
+    if isinstance(seed, int):
+        return [(seed, i) for i in range(b)]
+    if len(seed) != b:
+        raise ValueError(f"{len(seed)} seeds for {b} observations")
+    return [(int(s),) for s in seed]
+
+
+def _judge(judge: CosmosPolicyModel, with_action: torch.Tensor, text: torch.Tensor, keys: Sequence[tuple[int, ...]],
+           config: PlannerConfig) -> torch.Tensor:
+    """``(R, W*V)`` values of R rows holding current frames and a candidate action; row ``r``'s noise is seeded
+    from ``keys[r]`` + (world sample, value sample), or + (sample, -1) for the ``q`` mode."""
+    w, v, mbs = config.num_world_samples, config.num_value_samples, config.max_batch_size
+    if config.mode == "q":
+        m = w * v
+        x_q = _stage(judge, with_action.repeat_interleave(m, 0), "world_model", text.repeat_interleave(m, 0),
+                     [row_seed(*key, k, -1) for key in keys for k in range(m)], mbs, config.world_model_steps)
+        return judge.extract_value(x_q).reshape(len(keys), m)
+    text_w = text.repeat_interleave(w, 0)
+    ids_w = [(*key, k) for key in keys for k in range(w)]
+    x_wm = _stage(judge, with_action.repeat_interleave(w, 0), "world_model", text_w,
+                  [row_seed(*key) for key in ids_w], mbs, config.world_model_steps)
+    x_val = _stage(judge, x_wm.repeat_interleave(v, 0), "value", text_w.repeat_interleave(v, 0),
+                   [row_seed(*key, q) for key in ids_w for q in range(v)], mbs, config.value_steps)
+    return judge.extract_value(x_val).reshape(len(keys), w * v)

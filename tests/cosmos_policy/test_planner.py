@@ -3,7 +3,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cosmos_policy.planner import majority_mean, plan, row_seed, sample_chain, seeded_noise
+from cosmos_policy.planner import (majority_mean, plan, row_seed, sample_chain, score_candidates, seeded_noise,
+                                   value_of_futures)
 
 
 def test_majority_mean_hand_made_sets():
@@ -75,6 +76,28 @@ def test_default_planner_shapes_and_q_variant(tiny_model, current):
     q = plan(tiny_model, latents, text, replace(tiny_model.config.planner, mode="q"), seed=0)
     assert q.values.shape == (2, 8, 15) and q.num_forward_calls == 2 * 6
     assert torch.equal(q.candidates, out.candidates)  # same policy samples for the same seed
+
+
+def test_scoring_given_candidates_reproduces_the_plan_and_gives_second_opinions(tiny_model, current):
+    latents, text = current
+    for mode in ("model_based", "q"):
+        cfg = replace(tiny_model.config.planner, num_candidates=3, num_world_samples=2, num_value_samples=2, mode=mode)
+        out = plan(tiny_model, latents, text, cfg, seed=[7, 8])
+        values, scores = score_candidates(tiny_model, latents, text, out.candidates, cfg, seed=[7, 8])
+        assert torch.allclose(values, out.values, atol=1e-5) and torch.allclose(scores, out.scores, atol=1e-5)
+        again, _ = score_candidates(tiny_model, latents, text, out.candidates, cfg, seed=[9, 10])
+        assert again.shape == out.values.shape and not torch.allclose(again, out.values)  # another opinion
+    more, _ = score_candidates(tiny_model, latents, text, out.candidates, replace(cfg, mode="model_based",
+                               num_world_samples=3, num_value_samples=1), seed=0)
+    assert more.shape == (2, 3, 3)
+
+
+def test_value_of_given_futures(tiny_model, current):
+    latents, text = current
+    a = value_of_futures(tiny_model, latents, text, 3, seeds=[1, 2])
+    assert a.shape == (2, 3) and ((a >= 0) & (a <= 1)).all()
+    assert torch.allclose(value_of_futures(tiny_model, latents[1:], text[1:], 3, seeds=[2]), a[1:], atol=1e-5)
+    assert not torch.allclose(value_of_futures(tiny_model, latents, text, 3, seeds=[3, 4]), a)
 
 
 def test_direct_modes(tiny_model, current):
