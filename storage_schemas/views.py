@@ -66,13 +66,16 @@ def _wilson_sql(s: str, n: str) -> tuple[str, str]:
 
 _LO, _HI = _wilson_sql("n_success", "n")
 
+# One row per system: the behaviour (expert, model, ...), the model version (with its planner), planning on/off and
+# the inference settings; two models evaluated in one iteration are never pooled.
 SUCCESS_BY_TASK = f"""
-SELECT source, suite, task_id, iteration, planning, n, n_success,
+SELECT source, suite, task_id, iteration, policy, policy_version, planning, inference, n, n_success,
        round(n_success::DOUBLE / n, 4) AS success_rate,
        round({_LO}, 4) AS ci95_low, round({_HI}, 4) AS ci95_high
-FROM (SELECT source, suite, task_id, iteration, planning, count(*)::BIGINT AS n, count_if(success)::BIGINT AS n_success
+FROM (SELECT source, suite, task_id, iteration, policy, policy_version, planning, inference, count(*)::BIGINT AS n,
+             count_if(success)::BIGINT AS n_success
       FROM episodes GROUP BY ALL)
-ORDER BY source, suite, task_id, iteration, planning
+ORDER BY source, suite, task_id, iteration, policy, policy_version NULLS FIRST, planning, inference NULLS FIRST
 """
 
 LENGTH_BY_OUTCOME = """
@@ -90,7 +93,7 @@ class Report:
 
 
 REPORTS: tuple[Report, ...] = (
-    Report("Success rate by suite x task x iteration x planning (Wilson 95% CI)", SUCCESS_BY_TASK),
+    Report("Success rate by suite x task x iteration x system (policy, version, planning, inference settings; Wilson 95% CI)", SUCCESS_BY_TASK),
     Report("Episode length: successes vs failures", LENGTH_BY_OUTCOME),
 )
 

@@ -3,8 +3,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cosmos_policy.planner import (majority_mean, plan, row_seed, sample_chain, score_candidates, seeded_noise,
-                                   value_of_futures)
+from cosmos_policy.planner import (
+    majority_mean,
+    plan,
+    row_seed,
+    sample_chain,
+    score_candidates,
+    seeded_noise,
+    value_of_futures,
+)
 
 
 def test_majority_mean_hand_made_sets():

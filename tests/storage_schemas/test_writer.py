@@ -122,6 +122,22 @@ def test_reports_wilson_matches_python(tmp_path):
         assert r["ci95_low"] == pytest.approx(lo, abs=1e-4) and r["ci95_high"] == pytest.approx(hi, abs=1e-4)
 
 
+def test_success_report_never_pools_two_systems(tmp_path):
+    w = LakeWriter(tmp_path)
+    eps = []
+    for version, inference, ok in (("m/v1", "k8.s4", True), ("m/v2", "k8.s4", False), ("m/v2", "k8.s4", False),
+                                   ("m/v2", "k8.s2", True)):
+        who = f"model@{version}#{inference}"
+        meta = EpisodeMeta(episode_id=rollout_episode_id("eval", 1, "libero_object", 0, len(eps), 0, who), source="eval",
+                           suite="libero_object", task_id=0, instruction="t", dataset_id="test", iteration=1,
+                           policy="model", policy_version=version, success=ok, inference=inference)
+        eps.append(EpisodeData(meta, np.zeros((3, 9)), np.zeros((3, 7)), {}))
+    w.write_episodes(eps)
+    (_, table), _ = run_reports(connect(w.layout))
+    rows = [(r["policy_version"], r["inference"], r["n"], r["n_success"]) for r in table.to_pylist()]
+    assert rows == [("m/v1", "k8.s4", 1, 1), ("m/v2", "k8.s2", 1, 1), ("m/v2", "k8.s4", 2, 0)]
+
+
 def test_wilson_known_values():
     lo, hi = wilson_interval(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
