@@ -27,7 +27,6 @@ and ``--set`` as given to ``bench_learning.py``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -40,8 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_learning import settings  # noqa: E402
-from bench_planning_settings import finished_cycle, outcomes  # noqa: E402
+from bench_planning_settings import finished_cycle, outcomes, run_overrides, run_parser  # noqa: E402
 
 Key = tuple[int, int, int]  # (task, init state, seed)
 
@@ -199,19 +197,13 @@ def judge_branch(policy, judges: dict, branch: Branch, env, seed: int, value_sam
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True, help="workspace of a finished bench_learning run")
-    parser.add_argument("--quick", action="store_true", help="the run used --quick")
-    parser.add_argument("--train-minutes", type=float, default=None, help="as given to bench_learning.py")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="as given to bench_learning.py")
+    parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--episodes-per-task", type=int, default=1, help="held-out episodes branched per task")
     parser.add_argument("--branch-queries", default="2,6", help="query indices to branch at, comma separated")
     parser.add_argument("--continuations", type=int, default=2, help="simulated continuations per candidate")
     args = parser.parse_args(argv)
-    if not (args.home / "lake").exists():
-        parser.error(f"{args.home} holds no lake: pass the --home of a bench_learning.py run")
+    overrides = run_overrides(parser, args)
     queries = sorted({int(q) for q in args.branch_queries.split(",")})
-    overrides = settings(args.quick, args.train_minutes or (10.0 if args.quick else 30.0), None) + args.overrides
 
     from flywheel.cli.common import setup
 

@@ -86,21 +86,32 @@ def finished_cycle(cfg, ws) -> tuple[int, str, str]:
     return int(tags["flywheel.iteration"]), tags["flywheel.base_model"], tags["flywheel.candidate"]
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments naming a finished ``bench_learning.py`` run: ``--home`` and its ``--quick`` / ``--train-minutes`` /
+    ``--set`` (so the configuration matches); see :func:`run_overrides`."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--home", type=Path, required=True, help="workspace of a finished bench_learning run")
     parser.add_argument("--quick", action="store_true", help="the run used --quick")
     parser.add_argument("--train-minutes", type=float, default=None, help="as given to bench_learning.py")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="as given to bench_learning.py")
+    return parser
+
+
+def run_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The run's configuration overrides (refuses a ``--home`` without a lake)."""
+    if not (args.home / "lake").exists():
+        parser.error(f"{args.home} holds no lake: pass the --home of a bench_learning.py run")
+    return settings(args.quick, args.train_minutes or (10.0 if args.quick else 30.0), None) + args.overrides
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", required=True,
                         help='planning overrides, space separated, e.g. "eval.num_candidates=8"')
     parser.add_argument("--judge", choices=("refined", "base"), default="refined",
                         help="who judges the base policy's candidates")
     args = parser.parse_args(argv)
-    if not (args.home / "lake").exists():
-        parser.error(f"{args.home} holds no lake: pass the --home of a bench_learning.py run")
-    minutes = args.train_minutes or (10.0 if args.quick else 30.0)
-    overrides = settings(args.quick, minutes, None) + args.overrides
+    overrides = run_overrides(parser, args)
 
     from flywheel.cli.common import setup
 
