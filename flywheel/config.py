@@ -104,8 +104,8 @@ class TrainConfig(_Section):
     fractions: tuple[float, float, float] | None = None  # base mix (policy, world_model, value)
     bf16_autocast: bool | None = None  # on GPU only; master weights stay fp32
     augment_shift: float | None = Field(None, ge=0)  # random latent shift in training (latent pixels; 0 = off)
-    # "generated": each sample's error averaged over its generated elements; "all": the reference's one mean over
-    # every latent element (a sample weighs by the share of frames it generates). None = the preset's.
+    # "all" (the reference's, the presets'): one mean over every latent element, a sample weighs by the share of frames
+    # it generates; "generated": each sample's error averaged over its generated elements. None = the preset's.
     loss_normalization: Literal["generated", "all"] | None = None
     # Value samples see (s, a, s′) or s′ alone (V(s′)); None = what the starting model uses (a new one: (s, a, s′)).
     value_inputs: Literal["state_action_future", "future"] | None = None

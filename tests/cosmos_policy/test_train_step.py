@@ -135,7 +135,8 @@ def test_loss_normalisation_over_all_elements_weighs_samples_by_what_they_genera
     """``"all"`` (the reference): one mean over every latent element, so a value sample (one generated frame) weighs
     less than a policy sample; ``"generated"``: each sample's error averaged over its own generated elements."""
     torch.manual_seed(0)
-    model = CosmosPolicyModel(tiny_config)
+    assert tiny_config.train.loss_normalization == "all"  # the reference's, the default
+    model = CosmosPolicyModel(replace(tiny_config, train=replace(tiny_config.train, loss_normalization="generated")))
     specs = compose_batch_specs(episode_latents, 8, (0.5, 0.25, 0.25), 16, np.random.default_rng(0))
     batch = build_batch(episode_latents, specs, tiny_config.layout, stats)
     _, per_gen = compute_loss(model, batch, torch.Generator().manual_seed(0))

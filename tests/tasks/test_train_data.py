@@ -45,9 +45,9 @@ def test_one_training_config_preset_recipe_then_overrides():
     paper = training_config(load_config("paper"), get_config("2b").train, "base")
     assert (paper.lr, paper.lr_schedule, paper.batch_size, paper.steps) == (1e-4, "constant", 1920, 40000)
     assert training_config(load_config("cpu", None, ["train.augment_shift=0.25"]), tiny, "base").augment_shift == 0.25
-    assert training_config(load_config("cpu", None, ["train.loss_normalization=all"]), tiny,
-                           "base").loss_normalization == "all"
-    assert training_config(load_config("cpu"), tiny, "base").loss_normalization == "generated"
+    assert training_config(load_config("cpu", None, ["train.loss_normalization=generated"]), tiny,
+                           "base").loss_normalization == "generated"
+    assert training_config(load_config("cpu"), tiny, "base").loss_normalization == "all"  # the reference's
     with pytest.raises(ModelSetupError, match="not divisible"):
         training_config(load_config("cpu", None, ["train.num_workers=3"]), tiny, "base")
 
