@@ -158,15 +158,13 @@ def observed_future(env, branch: Branch, chunk: np.ndarray):
 def with_observed_future(layout, now, future_as_now, actions):
     """Latents with the current frames of ``now``, the ``actions`` injected and the future frames taken from
     ``future_as_now`` (latents of the observed future, assembled as if it were current)."""
-    from cosmos_policy.latent_layout import inject
+    from cosmos_policy.planner import with_actions
 
-    out = now.clone()
+    out = with_actions(layout, now, actions)
     current = {(s.kind, s.camera): i for i, s in enumerate(layout.slots) if not s.future}
     for i, slot in enumerate(layout.slots):
         if slot.future and slot.kind in ("camera", "proprio"):
             out[:, :, i] = future_as_now[:, :, current[(slot.kind, slot.camera)]]
-    out[:, :, layout.action_index] = inject(actions.reshape(len(out), -1).clamp(-1, 1).to(out),
-                                            (layout.latent_channels, layout.latent_height, layout.latent_width))
     return out
 
 
@@ -180,8 +178,8 @@ def judge_branch(policy, judges: dict, branch: Branch, env, seed: int, value_sam
     obs = _observe(env, replay(env, branch.key, branch.prefix))
     current = policy.current_latents([obs])
     text = policy.model.encode_text([branch.instruction])
-    first, (model, cfg, _) = next(iter(judges.items()))
-    out = plan(policy.model, current, text, cfg, seed=[seed], planning_model=model)
+    first, (deployed_judge, deployed, _) = next(iter(judges.items()))
+    out = plan(policy.model, current, text, deployed, seed=[seed], planning_model=deployed_judge)
     branch.candidates = policy.stats.action.unnormalize(out.candidates[0].numpy())
     branch.scores[first] = out.scores[0].tolist()
     for name, (model, cfg, offset) in list(judges.items())[1:]:
@@ -190,10 +188,10 @@ def judge_branch(policy, judges: dict, branch: Branch, env, seed: int, value_sam
     futures = [policy.current_latents([observed_future(env, branch, c)]) for c in branch.candidates]
     n = len(futures)
     filled = with_observed_future(policy.layout, current.repeat(n, 1, 1, 1, 1), torch.cat(futures), out.candidates[0])
-    model, cfg, _ = judges[first]
-    values = value_of_futures(model, filled, text.repeat(n, 1, 1), value_samples, [seed + j for j in range(n)],
-                              cfg.value_steps)
-    branch.scores["observed future"] = majority_mean(values, cfg.success_threshold, cfg.minority_score).tolist()
+    values = value_of_futures(deployed_judge, filled, text.repeat(n, 1, 1), value_samples,
+                              [seed + j for j in range(n)], deployed.value_steps)
+    branch.scores["observed future"] = majority_mean(values, deployed.success_threshold,
+                                                     deployed.minority_score).tolist()
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

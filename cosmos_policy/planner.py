@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from cosmos_policy.configuration_cosmos_policy import PlannerConfig
-from cosmos_policy.latent_layout import inject
+from cosmos_policy.latent_layout import LatentLayout, inject
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
 
 
@@ -129,10 +129,15 @@ def sample_chain(model: CosmosPolicyModel, current: torch.Tensor, text: torch.Te
 
 def _reinject_action(model: CosmosPolicyModel, current: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
     """Current frames + the sampled action (extracted, clipped to [-1, 1], injected again)."""
-    lay = model.layout
-    out = current.clone()
-    action = model.extract_action(sampled).clamp(-1, 1).reshape(sampled.shape[0], -1)
-    out[:, :, lay.action_index] = inject(action, (lay.latent_channels, lay.latent_height, lay.latent_width))
+    return with_actions(model.layout, current, model.extract_action(sampled))
+
+
+def with_actions(layout: LatentLayout, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """A copy of ``latents`` (B rows) with ``actions`` (``(B, K, A)`` normalised) clipped to [-1, 1] and injected into
+    the action frame."""
+    out = latents.clone()
+    out[:, :, layout.action_index] = inject(actions.reshape(len(out), -1).clamp(-1, 1).to(out),
+                                            (layout.latent_channels, layout.latent_height, layout.latent_width))
     return out
 
 
@@ -199,10 +204,7 @@ def score_candidates(judge: CosmosPolicyModel, current: torch.Tensor, text: torc
         ``(values (B, N, W*V), scores (B, N))``.
     """
     b, n = candidates.shape[:2]
-    lay = judge.layout
-    rows = current.repeat_interleave(n, 0).clone()
-    rows[:, :, lay.action_index] = inject(candidates.reshape(b * n, -1).clamp(-1, 1).to(rows),
-                                          (lay.latent_channels, lay.latent_height, lay.latent_width))
+    rows = with_actions(judge.layout, current.repeat_interleave(n, 0), candidates.reshape(b * n, *candidates.shape[2:]))
     base = _base_keys(seed, b)
     ids = [(*base[i], j) for i in range(b) for j in range(n)]
     values = _judge(judge, rows, text.repeat_interleave(n, 0), ids, config).reshape(b, n, -1)
