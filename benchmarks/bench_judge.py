@@ -155,25 +155,10 @@ def observed_future(env, branch: Branch, chunk: np.ndarray):
     return _observe(env, res)
 
 
-def with_observed_future(layout, now, future_as_now, actions):
-    """Latents with the current frames of ``now``, the ``actions`` injected and the future frames taken from
-    ``future_as_now`` (latents of the observed future, assembled as if it were current)."""
-    from cosmos_policy.planner import with_actions
-
-    out = with_actions(layout, now, actions)
-    current = {(s.kind, s.camera): i for i, s in enumerate(layout.slots) if not s.future}
-    for i, slot in enumerate(layout.slots):
-        if slot.future and slot.kind in ("camera", "proprio"):
-            out[:, :, i] = future_as_now[:, :, current[(slot.kind, slot.camera)]]
-    return out
-
-
 def judge_branch(policy, judges: dict, branch: Branch, env, seed: int, value_samples: int) -> None:
     """Candidates of the base policy at ``branch`` (``policy.planner`` settings), scored by each judge
     (name -> (model, planner config, seed offset)) and by the refined value of the observed futures."""
-    import torch
-
-    from cosmos_policy.planner import majority_mean, plan, score_candidates, value_of_futures
+    from cosmos_policy.planner import majority_mean, plan, score_candidates, value_of_futures, with_actions
 
     obs = _observe(env, replay(env, branch.key, branch.prefix))
     current = policy.current_latents([obs])
@@ -185,9 +170,9 @@ def judge_branch(policy, judges: dict, branch: Branch, env, seed: int, value_sam
     for name, (model, cfg, offset) in list(judges.items())[1:]:
         _, scores = score_candidates(model, current, text, out.candidates, cfg, seed=[seed + offset])
         branch.scores[name] = scores[0].tolist()
-    futures = [policy.current_latents([observed_future(env, branch, c)]) for c in branch.candidates]
+    futures = [observed_future(env, branch, c) for c in branch.candidates]
     n = len(futures)
-    filled = with_observed_future(policy.layout, current.repeat(n, 1, 1, 1, 1), torch.cat(futures), out.candidates[0])
+    filled = with_actions(policy.layout, policy.observed_latents([obs] * n, futures), out.candidates[0])
     values = value_of_futures(deployed_judge, filled, text.repeat(n, 1, 1), value_samples,
                               [seed + j for j in range(n)], deployed.value_steps)
     branch.scores["observed future"] = majority_mean(values, deployed.success_threshold,

@@ -259,16 +259,26 @@ class TrainConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Image tokenizer: ``"wan"`` (AutoencoderKLWan from ``path``) or the ``"pixel_shuffle"`` stand-in."""
+    """Image tokenizer: ``"wan"`` (AutoencoderKLWan from ``path``) or the ``"pixel_shuffle"`` stand-in.
+
+    ``wan_encoding`` (Wan only): ``"clip"`` (the reference's) encodes each sample as one causal video clip laid out
+    like the latent frames: the blank slot is one black frame (encoded alone, as the VAE does with a clip's first
+    frame), every other slot 4 pixel frames (the VAE's temporal compression): a camera slot its image repeated, a
+    proprio/action/value slot black frames that injection later overwrites; a slot's latent therefore depends on
+    the slots before it. ``"frame"`` encodes each image alone as a one-frame video and leaves the blank slot zero
+    (how checkpoints saved before this option were trained).
+    """
 
     kind: Literal["pixel_shuffle", "wan"] = "pixel_shuffle"
     path: str | None = None
     image_size: int = 64
     latent_channels: int = 16
     seed: int = 0
+    wan_encoding: Literal["clip", "frame"] = "clip"
 
     def __post_init__(self) -> None:
         _check_choice("tokenizer kind", self.kind, ("pixel_shuffle", "wan"))
+        _check_choice("wan_encoding", self.wan_encoding, ("clip", "frame"))
         if self.kind == "wan" and not self.path:
             raise ValueError("tokenizer kind 'wan' needs a local weights folder in TokenizerConfig.path")
         if self.image_size % 8:
@@ -342,6 +352,10 @@ class CosmosPolicyConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> CosmosPolicyConfig:
         types = {"backbone": BackboneConfig, "noise": NoiseConfig, "sampler": SamplerConfig,
                  "planner": PlannerConfig, "train": TrainConfig, "tokenizer": TokenizerConfig, "text": TextConfig}
+        data = dict(data)
+        tok = data.get("tokenizer") or {}
+        if tok.get("kind") == "wan" and "wan_encoding" not in tok:  # a Wan model saved before the option: frames
+            data["tokenizer"] = {**data["tokenizer"], "wan_encoding": "frame"}
         kwargs: dict[str, Any] = {k: t(**data[k]) for k, t in types.items() if k in data}
         return cls(layout=LatentLayout.from_dict(data["layout"]), preset=data.get("preset", "custom"),
                    value_inputs=data.get("value_inputs", "state_action_future"), **kwargs)

@@ -235,10 +235,11 @@ class CosmosPolicyModel(nn.Module):
     def assemble(self, cameras: Mapping[str, torch.Tensor], proprio: torch.Tensor,
                  object_state: torch.Tensor | None = None, action: torch.Tensor | None = None,
                  future_cameras: Mapping[str, torch.Tensor] | None = None,
-                 future_proprio: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+                 future_proprio: torch.Tensor | None = None, value: torch.Tensor | None = None,
+                 blank: torch.Tensor | None = None) -> torch.Tensor:
         """Build the latent sequence; see :func:`assemble_latents`."""
         return assemble_latents(self.layout, cameras, proprio, object_state, action, future_cameras,
-                                future_proprio, value)
+                                future_proprio, value, blank)
 
     def extract_action(self, latents: torch.Tensor) -> torch.Tensor:
         """``(B, C, T', H, W)`` → normalised action chunks ``(B, K, A)`` (copies averaged)."""
@@ -254,7 +255,8 @@ class CosmosPolicyModel(nn.Module):
 def assemble_latents(layout: LatentLayout, cameras: Mapping[str, torch.Tensor], proprio: torch.Tensor,
                      object_state: torch.Tensor | None = None, action: torch.Tensor | None = None,
                      future_cameras: Mapping[str, torch.Tensor] | None = None,
-                     future_proprio: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+                     future_proprio: torch.Tensor | None = None, value: torch.Tensor | None = None,
+                     blank: torch.Tensor | None = None) -> torch.Tensor:
     """Compose one latent sequence per sample from image latents and injected vectors.
 
     Args:
@@ -265,15 +267,19 @@ def assemble_latents(layout: LatentLayout, cameras: Mapping[str, torch.Tensor], 
         action: ``(B, K*A)`` or ``(B, K, A)`` normalised actions; zeros when None.
         future_cameras, future_proprio: the state K steps later; zeros when None.
         value: ``(B,)`` value target in [-1, 1]; zeros when None.
+        blank: ``(C, H, W)`` or ``(B, C, H, W)`` latent of the blank frame (a clip tokenizer's black frame); zeros
+            when None.
 
     Returns:
-        ``(B, C, T', H, W)`` float32; the blank frame is zeros.
+        ``(B, C, T', H, W)`` float32.
     """
     b = proprio.shape[0]
     shape = (layout.latent_channels, layout.latent_height, layout.latent_width)
     frames = torch.zeros(b, layout.latent_channels, layout.num_frames, *shape[1:], device=proprio.device)
     for i, slot in enumerate(layout.slots):
-        if slot.kind == "camera":
+        if slot.kind == "blank" and blank is not None:
+            frames[:, :, i] = blank.to(frames)
+        elif slot.kind == "camera":
             source = future_cameras if slot.future else cameras
             if source is not None:
                 frames[:, :, i] = source[slot.camera].to(frames)

@@ -19,12 +19,12 @@ import torch
 
 from cosmos_policy.checkpoint_io import load_checkpoint
 from cosmos_policy.configuration_cosmos_policy import PlannerConfig
-from cosmos_policy.latent_layout import LatentLayout
+from cosmos_policy.latent_layout import LatentLayout, inject
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
 from cosmos_policy.normalization import NormalizationStats
 from cosmos_policy.observation import PolicyObservation as Observation
 from cosmos_policy.planner import PlanOutput, plan, row_seed, sample_chain
-from cosmos_policy.tokenizer import Tokenizer, build_tokenizer
+from cosmos_policy.tokenizer import Tokenizer, blank_latent, build_tokenizer, encode_slots
 
 
 class CosmosPolicy:
@@ -96,12 +96,10 @@ class CosmosPolicy:
         out.planning_model = self.planning_model
         return out
 
-    @torch.no_grad()
-    def current_latents(self, observations: Sequence[Observation]) -> torch.Tensor:
-        """Observations → ``(B, C, T', H, W)`` latents with the current frames filled."""
-        lay = self.layout
-        cams = {}
-        for cam in lay.camera_names:
+    def _images(self, observations: Sequence[Observation]) -> dict[str, np.ndarray]:
+        """Layout camera → ``(B, H, W, 3)`` images of the observations (aliases applied)."""
+        out = {}
+        for cam in self.layout.camera_names:
             imgs = []
             for obs in observations:
                 images = {self.camera_aliases.get(k, k): v for k, v in obs.images.items()}
@@ -109,15 +107,40 @@ class CosmosPolicy:
                     raise KeyError(f"observation lacks camera {cam!r} (has {sorted(images)}); the policy needs "
                                    f"images at every query step")
                 imgs.append(np.asarray(images[cam]))
-            cams[cam] = self.tokenizer.encode(np.stack(imgs))
-        proprio = torch.from_numpy(np.stack([self.stats.proprio.normalize(o.proprio) for o in observations]))
+            out[cam] = np.stack(imgs)
+        return out
+
+    def _proprio(self, observations: Sequence[Observation]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.stats.proprio.normalize(o.proprio) for o in observations]))
+
+    @torch.no_grad()
+    def current_latents(self, observations: Sequence[Observation]) -> torch.Tensor:
+        """Observations → ``(B, C, T', H, W)`` latents with the current frames filled."""
+        lay = self.layout
+        cams, _ = encode_slots(self.tokenizer, lay, self._images(observations))
         obj = None
         if lay.object_state_dim:
             if self.stats.object_state is None or any(o.object_state is None for o in observations):
                 raise ValueError("layout has an object_state slot: observations and stats need object_state")
             obj = torch.from_numpy(np.stack([self.stats.object_state.normalize(o.object_state)  # type: ignore
                                              for o in observations]))
-        return self.model.assemble(cams, proprio, obj).to(self.model.device)
+        return self.model.assemble(cams, self._proprio(observations), obj,
+                                   blank=blank_latent(self.tokenizer)).to(self.model.device)
+
+    @torch.no_grad()
+    def observed_latents(self, observations: Sequence[Observation], futures: Sequence[Observation]) -> torch.Tensor:
+        """Latents with the current frames of ``observations`` and the future frames (cameras, proprio) of the
+        states actually reached, ``futures``, encoded as training encodes them; action and value frames zero."""
+        if len(futures) != len(observations):
+            raise ValueError(f"{len(futures)} future observations for {len(observations)} observations")
+        out = self.current_latents(observations)
+        lay = self.layout
+        _, later = encode_slots(self.tokenizer, lay, self._images(observations), self._images(futures))
+        for c, lat in (later or {}).items():
+            out[:, :, lay.camera_index(c, True)] = lat.to(out)
+        frame = (lay.latent_channels, lay.latent_height, lay.latent_width)
+        out[:, :, lay.index("future_proprio")] = inject(self._proprio(futures).float(), frame).to(out)
+        return out
 
     accepts_episode_keys = True  # act(..., keys=...) seeds each row by its own key (rollouts pass them)
 

@@ -23,7 +23,7 @@ import torch
 from cosmos_policy.latent_layout import SAMPLE_TYPE_IDS, SAMPLE_TYPES, LatentLayout, SampleType
 from cosmos_policy.modeling_cosmos_policy import assemble_latents
 from cosmos_policy.normalization import NormalizationStats
-from cosmos_policy.tokenizer import Tokenizer
+from cosmos_policy.tokenizer import Tokenizer, blank_latent, encode_slots, is_contextual
 
 
 @dataclass
@@ -71,7 +71,11 @@ class EpisodeLatents:
     """An episode with images replaced by cached latents (store these arrays; never re-encode per step).
 
     Attributes:
-        latents: camera → ``(N, C, h, w)`` float16/float32 latents at ``image_steps``.
+        latents: camera → ``(N, C, h, w)`` float16/float32 latents at ``image_steps`` (as current frames).
+        future_latents: with a contextual tokenizer, camera → ``(N, C, h, w)``: row i is the future frame of the
+            sample at ``image_steps[i]`` (encoded in that sample's clip; zeros where the step is not usable);
+            None with a per-image tokenizer, whose future frame is simply the latent at ``t'``.
+        blank: ``(C, h, w)`` latent of the blank slot (a contextual tokenizer's black frame), or None for zeros.
         Other fields as in :class:`EpisodeArrays`.
     """
 
@@ -85,34 +89,79 @@ class EpisodeLatents:
     length: int
     object_state: np.ndarray | None = None
     expert_actions: np.ndarray | None = None
+    future_latents: Mapping[str, np.ndarray] | None = None
+    blank: np.ndarray | None = None
 
     @classmethod
-    def from_arrays(cls, episode: EpisodeArrays, latents: Mapping[str, np.ndarray]) -> EpisodeLatents:
-        """The episode's non-image arrays with ``latents`` in place of its images."""
+    def from_arrays(cls, episode: EpisodeArrays, latents: Mapping[str, np.ndarray],
+                    future_latents: Mapping[str, np.ndarray] | None = None,
+                    blank: np.ndarray | None = None) -> EpisodeLatents:
+        """The episode's non-image arrays with ``latents`` (and a contextual tokenizer's extras) in place of its
+        images."""
         return cls(latents, episode.image_steps, np.asarray(episode.proprio, np.float32),
                    np.asarray(episode.actions, np.float32), bool(episode.success), episode.instruction,
                    bool(episode.is_demo), int(episode.length or len(episode.actions)),
                    None if episode.object_state is None else np.asarray(episode.object_state, np.float32),
-                   None if episode.expert_actions is None else np.asarray(episode.expert_actions, np.float32))
+                   None if episode.expert_actions is None else np.asarray(episode.expert_actions, np.float32),
+                   future_latents, blank)
 
 
 def encode_episode(tokenizer: Tokenizer, episode: EpisodeArrays, cameras: Sequence[str] | None = None,
-                   dtype: np.dtype = np.float16, batch_size: int = 64) -> EpisodeLatents:
+                   dtype: np.dtype = np.float16, batch_size: int = 64, layout: LatentLayout | None = None
+                   ) -> EpisodeLatents:
     """Encode every image of an episode once.
 
     Args:
         tokenizer: image tokenizer.
         episode: the arrays.
-        cameras: cameras to encode (default: all in ``episode.images``).
+        cameras: cameras to encode (default: all in ``episode.images``; a contextual tokenizer: the layout's).
         dtype: storage dtype of the latents.
-        batch_size: images per tokenizer call.
+        batch_size: images per tokenizer call (clips per call: an eighth of it).
+        layout: the latent layout; needed by a contextual tokenizer, which encodes one clip per step (the
+            step's images, and for usable steps the images at ``t'``), see :func:`encode_slots`.
     """
+    if is_contextual(tokenizer):
+        if layout is None:
+            raise ValueError(f"{type(tokenizer).__name__} encodes whole clips laid out like the latent frames: "
+                             f"encode_episode needs the layout")
+        if cameras is not None and tuple(cameras) != layout.camera_names:
+            raise ValueError(f"a contextual tokenizer encodes the layout's cameras {layout.camera_names}, "
+                             f"not {tuple(cameras)}")
+        return _encode_episode_clips(tokenizer, episode, layout, dtype, max(1, batch_size // 8))
     latents = {}
     for cam in cameras or list(episode.images):
         imgs = np.asarray(episode.images[cam])
         parts = [tokenizer.encode(imgs[s:s + batch_size]).numpy() for s in range(0, len(imgs), batch_size)]
         latents[cam] = np.concatenate(parts).astype(dtype)
     return EpisodeLatents.from_arrays(episode, latents)
+
+
+def _encode_episode_clips(tokenizer: Tokenizer, episode: EpisodeArrays, layout: LatentLayout, dtype: np.dtype,
+                          batch_size: int) -> EpisodeLatents:
+    """One clip per image step: with the images at ``t'`` where the step is usable, else the current prefix."""
+    steps = episode.image_steps
+    if not len(steps):
+        raise ValueError("the episode has no images to encode")
+    length = int(episode.length or len(episode.actions))
+    usable = np.isin(steps, valid_steps(episode, layout.chunk_size))
+    fpos = np.searchsorted(steps, np.minimum(steps + layout.chunk_size, length - 1))
+    images = {c: np.asarray(episode.images[c]) for c in layout.camera_names}
+    cur: dict[str, np.ndarray] = {}
+    fut: dict[str, np.ndarray] = {}
+    for with_future in (True, False):
+        rows = np.flatnonzero(usable == with_future)
+        for s in range(0, len(rows), batch_size):
+            idx = rows[s:s + batch_size]
+            now, later = encode_slots(tokenizer, layout, {c: v[idx] for c, v in images.items()},
+                                      {c: v[fpos[idx]] for c, v in images.items()} if with_future else None)
+            for c in layout.camera_names:
+                for out, lat in ((cur, now[c]), (fut, later[c] if later is not None else None)):
+                    if lat is not None:
+                        out.setdefault(c, np.zeros((len(steps), *lat.shape[1:]), dtype))[idx] = lat.numpy()
+    shape = next(iter(cur.values())).shape
+    fut = {c: fut.get(c, np.zeros(shape, dtype)) for c in layout.camera_names}
+    blank = blank_latent(tokenizer)
+    return EpisodeLatents.from_arrays(episode, cur, fut, None if blank is None else blank.numpy().astype(dtype))
 
 
 def future_step(t: int, chunk_size: int, length: int) -> int:
@@ -242,7 +291,10 @@ def sample_rows(ep: EpisodeLatents, layout: LatentLayout, gamma: float = 0.99,
     rows: dict[str, np.ndarray] = {"t": ts}
     for c in layout.camera_names:
         rows[f"latent.{c}"] = np.asarray(ep.latents[c])[pos]
-        rows[f"future_latent.{c}"] = np.asarray(ep.latents[c])[fpos]
+        future = ep.latents[c] if ep.future_latents is None else ep.future_latents[c]
+        rows[f"future_latent.{c}"] = np.asarray(future)[pos if ep.future_latents is not None else fpos]
+    if ep.blank is not None:
+        rows["blank"] = np.broadcast_to(np.asarray(ep.blank), (len(ts), *np.shape(ep.blank))).copy()
     rows["proprio"] = np.asarray(ep.proprio, np.float32)[ts]
     rows["future_proprio"] = np.asarray(ep.proprio, np.float32)[tf]
     chunk = np.minimum(ts[:, None] + np.arange(k)[None, :], ep.length - 1)
@@ -296,7 +348,8 @@ def batch_from_rows(rows: Mapping[str, np.ndarray], sample_types: Sequence[Sampl
         layout, {c: tensor(rows[f"latent.{c}"]) for c in layout.camera_names},
         tensor(stats.proprio.normalize(rows["proprio"])), obj, actions,
         {c: tensor(rows[f"future_latent.{c}"]) for c in layout.camera_names},
-        tensor(stats.proprio.normalize(rows["future_proprio"])), values)
+        tensor(stats.proprio.normalize(rows["future_proprio"])), values,
+        blank=tensor(rows["blank"]) if "blank" in rows else None)
     return TrainingBatch(latents, layout.condition_masks(list(sample_types)),
                          torch.tensor([SAMPLE_TYPE_IDS[t] for t in sample_types], dtype=torch.long), actions, values,
                          [str(x) for x in rows["instruction"]])

@@ -68,6 +68,9 @@ class ModelConfig(_Section):
     weights_path: Path | None = None  # local diffusers-format folder with Cosmos-Predict2 weights
     vae_path: Path | None = None  # local AutoencoderKLWan folder; None = fast deterministic stand-in
     t5_path: Path | None = None  # local T5 encoder; None = fixed per-task embeddings
+    # With the Wan VAE: "clip" = the reference's slot encoding (one causal clip per sample, 4 pixel frames per slot,
+    # blank = an encoded black frame); "frame" = each image encoded alone, blank slot zero.
+    wan_encoding: Literal["clip", "frame"] = "clip"
     # A weights_path folder without vae/ or text_encoder/ is refused unless stand-ins are allowed explicitly.
     allow_stand_ins: bool = False
     chunk_size: int = Field(16, ge=1)

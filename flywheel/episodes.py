@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from cosmos_policy.latent_cache import LatentCache
+from cosmos_policy.latent_layout import LatentLayout
 from cosmos_policy.samples import EpisodeArrays, EpisodeLatents
 from cosmos_policy.tokenizer import Tokenizer
 from storage_schemas.layout import LakeLayout
@@ -133,17 +134,18 @@ class CachedLatents:
 
 def cache_latents(layout: LakeLayout, tokenizer: Tokenizer, cache_root: str | Path, cameras: Sequence[str],
                   where: str = "true", limit: int | None = None, progress: bool = True,
-                  keep: bool = True) -> CachedLatents:
+                  keep: bool = True, latent_layout: LatentLayout | None = None) -> CachedLatents:
     """Encode (once) and return the latents of every episode matching ``where``; cached ones are only read.
 
     Images are decoded and tokenized only for episodes missing from the cache or whose images changed. With
     ``keep=False`` the latents are only written (the result's ``latents`` stays empty): memory stays at one
-    episode however large the selection.
+    episode however large the selection. ``latent_layout`` (the model's) is needed by a contextual tokenizer,
+    whose clips follow it (see :class:`~cosmos_policy.latent_cache.LatentCache`).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     episodes = select_episodes(layout, where, limit)
-    cache = LatentCache(cache_root, tokenizer)
+    cache = LatentCache(cache_root, tokenizer, layout=latent_layout)
     ids, out = [], []
     columns = (TextColumn("latents"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[hits]} cached"))

@@ -39,8 +39,9 @@ def layout_for_suite(suite: str, preset: str, chunk_size: int, object_state: boo
 
 
 def _preset_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
-    return get_config(cfg.model.preset, layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size,
+    base = get_config(cfg.model.preset, layout_for_suite(suite, cfg.model.preset, cfg.model.chunk_size,
                                                          cfg.model.object_state))
+    return replace(base, tokenizer=replace(base.tokenizer, wan_encoding=cfg.model.wan_encoding))
 
 
 def model_config(cfg: FlywheelConfig, suite: str) -> CosmosPolicyConfig:
@@ -90,7 +91,8 @@ def cache_suite_latents(cfg: FlywheelConfig, lake: LakeLayout, cache_root: str |
     mcfg = model_config(cfg, suite)
     quoted = suite.replace("'", "''")
     return cache_latents(lake, build_tokenizer(mcfg.tokenizer), cache_root, mcfg.layout.camera_names,
-                         where=f"suite = '{quoted}' AND ({where})", limit=limit, progress=progress)
+                         where=f"suite = '{quoted}' AND ({where})", limit=limit, progress=progress,
+                         latent_layout=mcfg.layout)
 
 
 def init_checkpoint(cfg: FlywheelConfig, lake: LakeLayout, suite: str, out: str | Path, seed: int = 0) -> Path:

@@ -144,7 +144,7 @@ def offline_scores(cfg: FlywheelConfig, ws: Workspace, model: ResolvedModel, epi
     lay = net.layout
     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in episode_ids)
     cached = cache_latents(ws.lake, build_tokenizer(net.config.tokenizer), ws.latent_cache, lay.camera_names,
-                           where=f"episode_id IN ({ids})", progress=False)
+                           where=f"episode_id IN ({ids})", progress=False, latent_layout=lay)
     demos = set(select_episodes(ws.lake, f"episode_id IN ({ids}) AND policy = 'scripted_expert' AND success")
                 .column("episode_id").to_pylist())
     parts, outcomes, demo_parts = [], [], []

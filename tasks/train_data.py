@@ -120,11 +120,11 @@ def read_samples(batch: Mapping[str, np.ndarray], lake_root: str, cache_folder: 
     vectors = read_episode_vectors(LakeLayout(Path(lake_root)), ids)
     parts = []
     for i, episode_id in enumerate(ids):
-        latents, image_steps = read_entry(cache_folder, episode_id, lay.camera_names)
+        entry = read_entry(cache_folder, episode_id, lay.camera_names)
         v = vectors[episode_id]
-        ep = EpisodeLatents(latents, image_steps, v["proprio"], v["actions"], bool(batch["success"][i]),
+        ep = EpisodeLatents(entry.latents, entry.image_steps, v["proprio"], v["actions"], bool(batch["success"][i]),
                             str(batch["instruction"][i]), bool(batch["is_demo"][i]), int(batch["length"][i]),
-                            v["object_state"], v["expert_actions"])
+                            v["object_state"], v["expert_actions"], entry.future_latents, entry.blank)
         rows = sample_rows(ep, lay, gamma)
         if len(rows["t"]):
             parts.append(rows)

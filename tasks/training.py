@@ -158,7 +158,7 @@ def fill_cache(ws: Workspace, prep: _Prepared, progress: bool) -> Path:
     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in prep.selection.episode_ids)
     result = cache_latents(ws.lake, build_tokenizer(prep.model.config.tokenizer), ws.latent_cache,
                            prep.model.layout.camera_names, where=f"episode_id IN ({ids})", progress=progress,
-                           keep=False)
+                           keep=False, latent_layout=prep.model.layout)
     print(f"latents: {result.misses} episodes encoded, {result.hits} cached ({result.fingerprint})")
     return ws.latent_cache / result.fingerprint
 

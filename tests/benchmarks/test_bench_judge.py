@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from sims.types import Observation, StepResult, TaskSpec
 from tests.fixtures.benchmarks import load_benchmark
@@ -94,24 +93,3 @@ def test_branches_replay_the_prefix_and_continuations_run_the_candidate_then_the
     assert env.resets == resets + 1 and obs.images["cam"][0, 0, 0] == 8  # x = 4 + 4 after the whole chunk
     with pytest.raises(RuntimeError, match="ended inside its branch prefix"):
         bench.replay(env, (0, 9, 0), np.ones((3, 1)))
-
-
-def test_observed_future_latents_fill_the_future_slots():
-    from cosmos_policy.latent_layout import libero_layout
-
-    bench = _bench()
-    lay = libero_layout(latent_hw=4)
-    now = torch.randn(2, lay.latent_channels, lay.num_frames, 4, 4)
-    later = torch.randn_like(now)
-    actions = torch.rand(2, lay.chunk_size, lay.action_dim) * 4 - 2  # clipped to [-1, 1] on injection
-    out = bench.with_observed_future(lay, now, later, actions)
-    for i, slot in enumerate(lay.slots):
-        if slot.future and slot.kind in ("camera", "proprio"):
-            j = next(j for j, s in enumerate(lay.slots) if not s.future and (s.kind, s.camera) == (slot.kind, slot.camera))
-            assert torch.equal(out[:, :, i], later[:, :, j])
-        elif i != lay.action_index:
-            assert torch.equal(out[:, :, i], now[:, :, i])
-    from cosmos_policy.latent_layout import extract
-
-    got = extract(out[:, :, lay.action_index], lay.action_numel).reshape(actions.shape)
-    assert torch.allclose(got, actions.clamp(-1, 1), atol=1e-5)

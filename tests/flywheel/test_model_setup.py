@@ -101,6 +101,13 @@ def test_model_config_layouts_and_pretrained_folders(tmp_path):
     bad = load_config("smoke", overrides=[f"model.vae_path={tmp_path / 'missing'}"])
     with pytest.raises(FileNotFoundError, match="AutoencoderKLWan"):
         model_config(bad, "libero_object")
+    from tests.fixtures.pretrained import save_wan_vae
+
+    save_wan_vae(tmp_path / "vae")
+    wan = model_config(load_config("smoke", overrides=[f"model.vae_path={tmp_path / 'vae'}"]), "libero_object")
+    assert wan.tokenizer.kind == "wan" and wan.tokenizer.wan_encoding == "clip"  # the reference's, by default
+    frame = load_config("smoke", overrides=[f"model.vae_path={tmp_path / 'vae'}", "model.wan_encoding=frame"])
+    assert model_config(frame, "libero_object").tokenizer.wan_encoding == "frame"
 
 
 def test_cli_model_latents_and_init(home, tmp_path):

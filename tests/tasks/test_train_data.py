@@ -117,3 +117,35 @@ def test_selection_and_sample_rows_from_the_lake(tmp_path):
                         0.99)
     assert rows["latent.agentview"].shape[1:] == (16, 8, 8) and rows["actions"].shape[1:] == (16, 7)
     assert len(rows["t"]) == 3 * 5  # steps 0, 8, 16, 24, 32 have images at t and at min(t+16, 39)
+
+
+def test_clip_tokenizer_rows_from_the_lake_carry_future_and_blank_latents(tmp_path):
+    """With the reference's Wan clip encoding, the cache holds each step's future frame and the blank frame, and
+    the dataset reader hands both to training (random-weight Wan VAE: wiring only)."""
+    from cosmos_policy.configuration_cosmos_policy import TokenizerConfig
+    from cosmos_policy.samples import sample_rows
+    from cosmos_policy.tokenizer import build_tokenizer
+    from flywheel.episodes import cache_latents
+    from tests.fixtures.pretrained import save_wan_vae
+
+    lake = LakeLayout(tmp_path / "lake")
+    write_synthetic_episodes(lake.root, demos=1, successes=0, failures=0)
+    save_wan_vae(tmp_path / "vae")
+    tok = build_tokenizer(TokenizerConfig(kind="wan", path=str(tmp_path / "vae"), image_size=64))
+    lay = libero_layout()
+    with pytest.raises(ValueError, match="needs the layout"):
+        cache_latents(lake, tok, tmp_path / "cache", lay.camera_names, progress=False)
+    cached = cache_latents(lake, tok, tmp_path / "cache", lay.camera_names, progress=False, latent_layout=lay)
+    ep = cached.latents[0]
+    sel = select_training_episodes(lake, "libero_object", "base")
+    descs = {k: np.array(v, dtype=object) for k, v in {
+        "episode_id": sel.episode_ids, "success": [True], "is_demo": [True],
+        "instruction": sel.episodes.column("instruction").to_pylist(),
+        "length": sel.episodes.column("length").to_pylist()}.items()}
+    rows = read_samples(descs, str(lake.root), str(tmp_path / "cache" / cached.fingerprint), lay.to_dict(), 0.99)
+    expected = sample_rows(ep, lay)
+    assert np.array_equal(rows["future_latent.agentview"], expected["future_latent.agentview"])
+    assert np.array_equal(rows["blank"][0], ep.blank) and np.abs(ep.blank).max() > 0
+    # The future frame is the clip's, not the image at t' encoded as a current frame.
+    pos = np.searchsorted(ep.image_steps, np.minimum(rows["t"] + lay.chunk_size, ep.length - 1))
+    assert not np.allclose(rows["future_latent.agentview"], ep.latents["agentview"][pos], atol=1e-3)
