@@ -174,7 +174,7 @@ def judge_branch(policy, judges: dict, branch: Branch, env, seed: int, value_sam
     n = len(futures)
     filled = with_actions(policy.layout, policy.observed_latents([obs] * n, futures), out.candidates[0])
     values = value_of_futures(deployed_judge, filled, text.repeat(n, 1, 1), value_samples,
-                              [seed + j for j in range(n)], deployed.value_steps)
+                              [seed + j for j in range(n)], deployed.value_steps, deployed.max_batch_size)
     branch.scores["observed future"] = majority_mean(values, deployed.success_threshold,
                                                      deployed.minority_score).tolist()
 

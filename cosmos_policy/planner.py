@@ -213,13 +213,13 @@ def score_candidates(judge: CosmosPolicyModel, current: torch.Tensor, text: torc
 
 @torch.no_grad()
 def value_of_futures(judge: CosmosPolicyModel, filled: torch.Tensor, text: torch.Tensor, num_samples: int,
-                     seeds: Sequence[int], num_steps: int | None = None) -> torch.Tensor:
+                     seeds: Sequence[int], num_steps: int | None = None, max_batch_size: int = 256) -> torch.Tensor:
     """Value samples conditioned on given (e.g. observed) futures: ``filled`` holds the current frames, the action
     and the future frames; returns ``(B, num_samples)`` values in [0, 1], row ``b``'s sample ``q`` seeded from
     ``(seeds[b], q)``."""
     b = filled.shape[0]
     x = _stage(judge, filled.repeat_interleave(num_samples, 0), "value", text.repeat_interleave(num_samples, 0),
-               [row_seed(int(s), q) for s in seeds for q in range(num_samples)], 256, num_steps)
+               [row_seed(int(s), q) for s in seeds for q in range(num_samples)], max_batch_size, num_steps)
     return judge.extract_value(x).reshape(b, num_samples)
 
 

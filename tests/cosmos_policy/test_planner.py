@@ -105,6 +105,8 @@ def test_value_of_given_futures(tiny_model, current):
     assert a.shape == (2, 3) and ((a >= 0) & (a <= 1)).all()
     assert torch.allclose(value_of_futures(tiny_model, latents[1:], text[1:], 3, seeds=[2]), a[1:], atol=1e-5)
     assert not torch.allclose(value_of_futures(tiny_model, latents, text, 3, seeds=[3, 4]), a)
+    # Split into forwards of 2 rows: the same values (each row's noise depends on its seed only).
+    assert torch.allclose(value_of_futures(tiny_model, latents, text, 3, seeds=[1, 2], max_batch_size=2), a, atol=1e-5)
 
 
 def test_direct_modes(tiny_model, current):
