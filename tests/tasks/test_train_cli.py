@@ -265,3 +265,30 @@ def test_refinement_from_a_checkpoint_uses_the_90_10_mix(demo_home, tmp_path):
     assert run.data.tags["init"].startswith("sha-")  # a folder is named by content, not path
     tags = {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}
     assert (tags["rollout_successes"], tags["rollout_failures"], tags["demo_episodes"]) == ("1", "1", "2")
+
+
+@pytest.mark.slow
+def test_training_with_the_wan_clip_encoding(demo_home, tmp_path):
+    """``flywheel train`` with a Wan VAE (random weights, the real diffusers class) and the reference's clip slot
+    encoding: the clip latents (future frames, blank) go through the cache and Ray Data into Ray Train, and the
+    checkpoint records the encoding and acts with it."""
+    import numpy as np
+
+    from cosmos_policy.policy import CosmosPolicy
+    from sims.types import Observation
+    from tests.fixtures.pretrained import save_wan_vae
+
+    save_wan_vae(tmp_path / "vae")
+    out = _train_cli(demo_home, "--set", f"model.vae_path={tmp_path / 'vae'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    folders = [p.name for p in (demo_home / "cache" / "latents").iterdir()]
+    assert len(folders) == 1 and "-clip4-layout" in folders[0], folders
+    ckpt = next(p for p in (demo_home / "checkpoints").iterdir() if p.name.startswith("train-"))
+    meta = json.loads((ckpt / "cosmos_policy.json").read_text())
+    assert meta["config"]["tokenizer"]["kind"] == "wan" and meta["config"]["tokenizer"]["wan_encoding"] == "clip"
+    policy = CosmosPolicy.from_checkpoint(ckpt, vae_path=tmp_path / "vae")
+    assert policy.tokenizer.contextual
+    rng = np.random.default_rng(0)
+    obs = Observation(images={c: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for c in ("agentview", "eye_in_hand")},
+                      proprio=np.zeros(9, np.float32))
+    assert np.isfinite(policy.act([obs], ["put the bowl on the plate"])).all()
