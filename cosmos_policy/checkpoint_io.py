@@ -142,5 +142,7 @@ def save_untrained_checkpoint(directory: str | Path, layout: LatentLayout, prese
     torch.manual_seed(seed)
     model = CosmosPolicyModel(get_config(preset, layout))
     rng = np.random.default_rng(seed)
-    stats = compute_stats([rng.uniform(-1, 1, (64, layout.proprio_dim))], [rng.uniform(-1, 1, (64, layout.action_dim))])
+    obj = [rng.uniform(-1, 1, (64, layout.object_state_dim))] if layout.object_state_dim else None
+    stats = compute_stats([rng.uniform(-1, 1, (64, layout.proprio_dim))], [rng.uniform(-1, 1, (64, layout.action_dim))],
+                          obj)
     return save_checkpoint(directory, model, stats)

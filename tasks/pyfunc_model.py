@@ -5,7 +5,8 @@
 checkpoint whose tokenizer/T5 point at local pretrained folders, those folders at the same paths.
 
 Input: one row per environment with ``instruction`` (str), ``proprio`` (list of floats, the layout's proprio
-dim) and one column per layout camera holding PNG bytes. Output: a DataFrame with column ``actions``, one
+dim), one column per layout camera holding PNG bytes and, for a layout with the privileged object-state frame,
+``object_state`` (list of floats, the layout's object-state dim). Output: a DataFrame with column ``actions``, one
 ``K x A`` nested list per row (environment units).
 """
 
@@ -34,22 +35,29 @@ class CosmosPolicyPyfunc(mlflow.pyfunc.PythonModel):
         from storage_schemas.records import decode_png
 
         layout = self.policy.layout
-        missing = [c for c in ("instruction", "proprio", *layout.camera_names) if c not in model_input.columns]
+        extra = ("object_state",) if layout.object_state_dim else ()
+        missing = [c for c in ("instruction", "proprio", *layout.camera_names, *extra) if c not in model_input.columns]
         if missing:
-            raise ValueError(f"input lacks columns {missing}; expected instruction, proprio and one PNG column per "
-                             f"camera {list(layout.camera_names)}")
+            raise ValueError(f"input lacks columns {missing}; expected instruction, proprio, one PNG column per "
+                             f"camera {list(layout.camera_names)}{' and object_state' if extra else ''}")
         observations, instructions = [], []
         for values in model_input.to_dict("records"):
-            proprio = np.asarray(values["proprio"], dtype=np.float32).reshape(-1)
-            if proprio.shape[0] != layout.proprio_dim:
-                raise ValueError(f"proprio has {proprio.shape[0]} values, the checkpoint expects {layout.proprio_dim}")
+            vectors = {k: _vector(values[k], dim, k) for k, dim in (("proprio", layout.proprio_dim),
+                                                                    ("object_state", layout.object_state_dim)) if dim}
             images = {cam: decode_png(bytes(values[cam])) for cam in layout.camera_names}
-            observations.append(Observation(images=images, proprio=proprio))
+            observations.append(Observation(images=images, **vectors))
             instructions.append(str(values["instruction"]))
         if not observations:
             return pd.DataFrame({"actions": []})
         actions = self.policy.act(observations, instructions)  # (B, K, A)
         return pd.DataFrame({"actions": [a.astype(np.float64).tolist() for a in actions]})
+
+
+def _vector(value: Any, dim: int, name: str) -> np.ndarray:
+    out = np.asarray(value, dtype=np.float32).reshape(-1)
+    if out.shape[0] != dim:
+        raise ValueError(f"{name} has {out.shape[0]} values, the checkpoint expects {dim}")
+    return out
 
 
 mlflow.models.set_model(CosmosPolicyPyfunc())

@@ -10,7 +10,8 @@ from cosmos_policy.latent_layout import LatentLayout
 
 
 def pyfunc_signature(meta: Mapping[str, Any]):
-    """Honest pyfunc signature of a checkpoint: instruction, proprio, one PNG column per camera → actions."""
+    """Honest pyfunc signature of a checkpoint: instruction, proprio, one PNG column per camera (and the object
+    state when the layout has that frame) → actions."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import Array
@@ -18,11 +19,13 @@ def pyfunc_signature(meta: Mapping[str, Any]):
     layout = LatentLayout.from_dict(meta["layout"])
     inputs = [ColSpec("string", "instruction"), ColSpec(Array("double"), "proprio")]
     inputs += [ColSpec("binary", cam) for cam in layout.camera_names]
+    if layout.object_state_dim:
+        inputs.append(ColSpec(Array("double"), "object_state"))
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec(Array(Array("double")), "actions")]))
 
 
 def pyfunc_input_example(meta: Mapping[str, Any]):
-    """One row: a blank PNG of the tokenizer's image size per camera and zero proprio."""
+    """One row: a blank PNG of the tokenizer's image size per camera, zero proprio (and object state)."""
     import numpy as np
     import pandas as pd
 
@@ -33,6 +36,8 @@ def pyfunc_input_example(meta: Mapping[str, Any]):
     png = encode_png(np.zeros((size, size, 3), dtype=np.uint8))
     row: dict[str, Any] = {"instruction": "pick up the object", "proprio": [0.0] * layout.proprio_dim}
     row.update({cam: png for cam in layout.camera_names})
+    if layout.object_state_dim:
+        row["object_state"] = [0.0] * layout.object_state_dim
     return pd.DataFrame([row])
 
 

@@ -217,3 +217,31 @@ def test_rollout_cli_resolves_a_models_uri_and_records_its_version(registry, hom
     assert seen["checkpoint"].startswith(str(home / "cache" / "models" / MODEL / "2"))
     res = CliRunner().invoke(app, ["rollout", "--policy", f"models:/{MODEL}@champion", "--profile", "smoke"])
     assert res.exit_code == 2 and "unknown alias 'champion'" in res.output and "@candidate -> v2" in res.output
+
+
+def test_pyfunc_of_an_object_state_checkpoint(tmp_path):
+    """A layout with the privileged object-state frame: the signature and input example carry ``object_state``,
+    and predict feeds it to the policy (missing column or wrong length: one clear error)."""
+    from cosmos_policy.checkpoint_io import read_metadata
+    from tasks.pyfunc_model import CosmosPolicyPyfunc
+    from tasks.pyfunc_spec import pyfunc_input_example, pyfunc_signature
+
+    ck = _ckpt(tmp_path / "obj", layout=libero_layout(latent_hw=4, object_state_dim=20))
+    meta = read_metadata(ck)
+    assert "object_state" in pyfunc_signature(meta).inputs.input_names()
+    df = pyfunc_input_example(meta)
+    assert len(df.loc[0, "object_state"]) == 20
+    wrapper = CosmosPolicyPyfunc()
+    wrapper.load_context(SimpleNamespace(artifacts={"checkpoint": str(ck)}))
+    batch = df.loc[[0, 0]].reset_index(drop=True)
+    batch.at[1, "object_state"] = [0.5] * 20
+    out = np.asarray(wrapper.predict(None, batch)["actions"].tolist())
+    assert out.shape == (2, 16, 7) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"lacks columns \['object_state'\]"):
+        wrapper.predict(None, df.drop(columns=["object_state"]))
+    bad = df.copy()
+    bad.at[0, "object_state"] = [0.0] * 3
+    with pytest.raises(ValueError, match="object_state has 3 values, the checkpoint expects 20"):
+        wrapper.predict(None, bad)
+    plain = read_metadata(_ckpt(tmp_path / "plain"))
+    assert "object_state" not in pyfunc_signature(plain).inputs.input_names()
