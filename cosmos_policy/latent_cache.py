@@ -65,8 +65,9 @@ def _entry(f, cameras: Sequence[str]) -> CacheEntry:
         raise KeyError(f"cached latents lack cameras {missing}")
     future = None
     if any(k.startswith("future/") for k in keys):
-        if any(f"future/{c}" not in keys for c in cameras):
-            raise KeyError(f"cached future latents lack cameras {[c for c in cameras if f'future/{c}' not in keys]}")
+        missing = [c for c in cameras if f"future/{c}" not in keys]
+        if missing:
+            raise KeyError(f"cached future latents lack cameras {missing}")
         future = {c: f.get_tensor(f"future/{c}").numpy() for c in cameras}
     return CacheEntry({c: f.get_tensor(f"camera/{c}").numpy() for c in cameras}, f.get_tensor("image_steps").numpy(),
                       future, f.get_tensor("blank").numpy() if "blank" in keys else None)

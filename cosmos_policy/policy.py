@@ -19,7 +19,7 @@ import torch
 
 from cosmos_policy.checkpoint_io import load_checkpoint
 from cosmos_policy.configuration_cosmos_policy import PlannerConfig
-from cosmos_policy.latent_layout import LatentLayout, inject
+from cosmos_policy.latent_layout import LatentLayout
 from cosmos_policy.modeling_cosmos_policy import CosmosPolicyModel
 from cosmos_policy.normalization import NormalizationStats
 from cosmos_policy.observation import PolicyObservation as Observation
@@ -113,19 +113,27 @@ class CosmosPolicy:
     def _proprio(self, observations: Sequence[Observation]) -> torch.Tensor:
         return torch.from_numpy(np.stack([self.stats.proprio.normalize(o.proprio) for o in observations]))
 
-    @torch.no_grad()
-    def current_latents(self, observations: Sequence[Observation]) -> torch.Tensor:
-        """Observations → ``(B, C, T', H, W)`` latents with the current frames filled."""
+    def _latents(self, observations: Sequence[Observation], futures: Sequence[Observation] | None = None
+                 ) -> torch.Tensor:
+        """Current frames of ``observations`` and, when given, the future frames (cameras, proprio) of ``futures``,
+        encoded in one pass as training encodes them; the other frames zero."""
         lay = self.layout
-        cams, _ = encode_slots(self.tokenizer, lay, self._images(observations))
+        now = self._images(observations)
+        cams, later = encode_slots(self.tokenizer, lay, now, None if futures is None else self._images(futures))
         obj = None
         if lay.object_state_dim:
             if self.stats.object_state is None or any(o.object_state is None for o in observations):
                 raise ValueError("layout has an object_state slot: observations and stats need object_state")
             obj = torch.from_numpy(np.stack([self.stats.object_state.normalize(o.object_state)  # type: ignore
                                              for o in observations]))
-        return self.model.assemble(cams, self._proprio(observations), obj,
+        return self.model.assemble(cams, self._proprio(observations), obj, future_cameras=later,
+                                   future_proprio=None if futures is None else self._proprio(futures),
                                    blank=blank_latent(self.tokenizer)).to(self.model.device)
+
+    @torch.no_grad()
+    def current_latents(self, observations: Sequence[Observation]) -> torch.Tensor:
+        """Observations → ``(B, C, T', H, W)`` latents with the current frames filled."""
+        return self._latents(observations)
 
     @torch.no_grad()
     def observed_latents(self, observations: Sequence[Observation], futures: Sequence[Observation]) -> torch.Tensor:
@@ -133,14 +141,7 @@ class CosmosPolicy:
         states actually reached, ``futures``, encoded as training encodes them; action and value frames zero."""
         if len(futures) != len(observations):
             raise ValueError(f"{len(futures)} future observations for {len(observations)} observations")
-        out = self.current_latents(observations)
-        lay = self.layout
-        _, later = encode_slots(self.tokenizer, lay, self._images(observations), self._images(futures))
-        for c, lat in (later or {}).items():
-            out[:, :, lay.camera_index(c, True)] = lat.to(out)
-        frame = (lay.latent_channels, lay.latent_height, lay.latent_width)
-        out[:, :, lay.index("future_proprio")] = inject(self._proprio(futures).float(), frame).to(out)
-        return out
+        return self._latents(observations, futures)
 
     accepts_episode_keys = True  # act(..., keys=...) seeds each row by its own key (rollouts pass them)
 

@@ -146,8 +146,11 @@ def _encode_episode_clips(tokenizer: Tokenizer, episode: EpisodeArrays, layout: 
     usable = np.isin(steps, valid_steps(episode, layout.chunk_size))
     fpos = np.searchsorted(steps, np.minimum(steps + layout.chunk_size, length - 1))
     images = {c: np.asarray(episode.images[c]) for c in layout.camera_names}
-    cur: dict[str, np.ndarray] = {}
-    fut: dict[str, np.ndarray] = {}
+    blank = blank_latent(tokenizer)  # a contextual tokenizer's black frame: also gives the latent shape
+    if blank is None:
+        raise TypeError(f"{type(tokenizer).__name__} is contextual but gives no blank latent")
+    cur = {c: np.zeros((len(steps), *blank.shape), dtype) for c in layout.camera_names}
+    fut = {c: np.zeros((len(steps), *blank.shape), dtype) for c in layout.camera_names}
     for with_future in (True, False):
         rows = np.flatnonzero(usable == with_future)
         for s in range(0, len(rows), batch_size):
@@ -155,13 +158,10 @@ def _encode_episode_clips(tokenizer: Tokenizer, episode: EpisodeArrays, layout: 
             now, later = encode_slots(tokenizer, layout, {c: v[idx] for c, v in images.items()},
                                       {c: v[fpos[idx]] for c, v in images.items()} if with_future else None)
             for c in layout.camera_names:
-                for out, lat in ((cur, now[c]), (fut, later[c] if later is not None else None)):
-                    if lat is not None:
-                        out.setdefault(c, np.zeros((len(steps), *lat.shape[1:]), dtype))[idx] = lat.numpy()
-    shape = next(iter(cur.values())).shape
-    fut = {c: fut.get(c, np.zeros(shape, dtype)) for c in layout.camera_names}
-    blank = blank_latent(tokenizer)
-    return EpisodeLatents.from_arrays(episode, cur, fut, None if blank is None else blank.numpy().astype(dtype))
+                cur[c][idx] = now[c].numpy()
+                if later is not None:
+                    fut[c][idx] = later[c].numpy()
+    return EpisodeLatents.from_arrays(episode, cur, fut, blank.numpy().astype(dtype))
 
 
 def future_step(t: int, chunk_size: int, length: int) -> int:
